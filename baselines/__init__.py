@@ -1,0 +1,1 @@
+"""Classical analysis methods: 3D-Var and the LETKF."""

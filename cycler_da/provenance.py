@@ -1,0 +1,55 @@
+"""Provenance attributes that every output file carries."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from functools import cache
+from pathlib import Path
+
+from cycler_da import __version__
+
+
+@cache
+def git_commit() -> str:
+    """The source tree's commit, or "none" outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "none"
+    return out.stdout.strip() if out.returncode == 0 else "none"
+
+
+def config_hash(config: dict) -> str:
+    """A short stable hash of a JSON-serialisable config."""
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def file_hash(path: str | Path) -> str:
+    """sha256 of a file, for checkpoint provenance."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def provenance_attrs(config: dict, seed: int | None = None) -> dict[str, str | int]:
+    """Global attributes recording what made a file."""
+    attrs: dict[str, str | int] = {
+        "cycler_version": __version__,
+        "git_commit": git_commit(),
+        "config_hash": config_hash(config),
+        "config": json.dumps(config, sort_keys=True, default=str),
+    }
+    if seed is not None:
+        attrs["seed"] = seed
+    return attrs

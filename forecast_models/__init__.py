@@ -1,0 +1,1 @@
+"""Forecast models: neural 6-hour emulators and the physical nature-run model."""

@@ -1,0 +1,1 @@
+"""Observation networks, error models, differentiable observation operators H, and QC."""
