@@ -26,6 +26,10 @@ data_app = typer.Typer(
 app.add_typer(data_app, name="data")
 
 
+# Accepted spellings of dates and times on the command line (UTC).
+DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y%m%dT%H"]
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"cycler {__version__}")
@@ -58,8 +62,11 @@ def _fail(message: str) -> None:
 
 @data_app.command("nature")
 def data_nature(
-    start: Annotated[datetime, typer.Option(help="First valid time (00 UTC of that day).")],
-    end: Annotated[datetime, typer.Option(help="Last valid time, inclusive.")],
+    start: Annotated[
+        datetime,
+        typer.Option(formats=DATE_FORMATS, help="First valid time, e.g. 2018-01-01 or 2018-01-01T06."),
+    ],
+    end: Annotated[datetime, typer.Option(formats=DATE_FORMATS, help="Last valid time, inclusive.")],
     resolution: Annotated[str, typer.Option(help="T21 (32x64 Gaussian) or T42 (64x128).")] = "T21",
     seed: Annotated[int, typer.Option(help="0 = the canonical trajectory; others branch off it.")] = 0,
     out: Annotated[
