@@ -66,8 +66,8 @@ class Grid:
     def as_dict(self) -> dict:
         return {
             "kind": self.kind,
-            "latitudes": [round(float(x), 6) for x in self.latitudes],
-            "longitudes": [round(float(x), 6) for x in self.longitudes],
+            "latitudes": [float(x) for x in self.latitudes],
+            "longitudes": [float(x) for x in self.longitudes],
         }
 
     @classmethod

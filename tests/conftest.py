@@ -26,6 +26,15 @@ def era5():
     return open_dataset(ERA5_GRIB).load()
 
 
+@pytest.fixture(scope="session")
+def nature_cache(tmp_path_factory):
+    """A data directory shared by the tests that need real nature-run months (made once)."""
+    path = tmp_path_factory.mktemp("nature-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CYCLER_DATA_DIR", str(path))
+        yield path
+
+
 @pytest.fixture
 def data_dir(tmp_path, monkeypatch):
     """A private, empty data directory."""

@@ -82,7 +82,7 @@ def test_calendar_bounds(data_dir):
         nature.ensure_nature("2018-01-05", "2018-01-01")
 
 
-def test_cli_nature_end_to_end(data_dir, tmp_path):
+def test_cli_nature_end_to_end(nature_cache, tmp_path):
     """A real (eager) month of the nature run through the CLI, then from the cache."""
     out = tmp_path / "feb.nc"
     args = ["data", "nature", "--start", "2018-02-01", "--end", "2018-02-02T06",
@@ -104,7 +104,7 @@ def test_cli_nature_end_to_end(data_dir, tmp_path):
     t0 = model.diagnose(snap, NATURE_LEVELS)["temperature"].numpy().transpose(0, 2, 1)
     np.testing.assert_allclose(ds["temperature"].isel(time=0).values, t0, rtol=1e-6)
 
-    cached = sorted(data_dir.rglob("2018-02.nc"))
+    cached = sorted(nature_cache.rglob("2018-02.nc"))
     assert len(cached) == 1
     mtime = cached[0].stat().st_mtime_ns
     again = runner.invoke(app, [*args, "--out", str(tmp_path / "again.zarr")])

@@ -1,0 +1,121 @@
+"""YAML configuration, validated with pydantic: unknown keys are errors listing the allowed ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from cycler_da.variables import DEFAULT_CHANNELS, channels
+
+
+class ConfigError(ValueError):
+    """A configuration file or value that cannot be used."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NatureData(Strict):
+    """The nature run a model trains on (see ``cycler data nature``)."""
+
+    resolution: Literal["T21", "T42"] = "T21"
+    seed: int = 0
+    compiled: bool = True
+
+
+class ForecastDataConfig(Strict):
+    nature: NatureData = NatureData()
+    channels: list[str] = list(DEFAULT_CHANNELS)
+    train: tuple[str, str] = ("2016-01-01", "2017-10-31T18")
+    valid: tuple[str, str] = ("2017-11-01", "2017-12-31T18")
+
+    @field_validator("channels")
+    @classmethod
+    def _known_channels(cls, value: list[str]) -> list[str]:
+        channels(value)
+        return value
+
+
+class ForecastModelConfig(Strict):
+    name: str = "unet"
+    width: int = 32
+    depth: int = 2
+    blocks: int = 2
+
+
+class ForecastTrainingSettings(Strict):
+    epochs: int = 12
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    rollout_steps: int = 4
+    rollout_epochs: int = 2
+    rollout_lr: float = 2e-4
+    grad_clip: float = 1.0
+    seed: int = 0
+
+
+class ForecastTrainingConfig(Strict):
+    """``cycler train forecast``: data, model and optimisation (every default written out)."""
+
+    data: ForecastDataConfig = ForecastDataConfig()
+    model: ForecastModelConfig = ForecastModelConfig()
+    training: ForecastTrainingSettings = ForecastTrainingSettings()
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _describe(err: ValidationError, model: type[BaseModel]) -> str:
+    lines = []
+    for item in err.errors():
+        where = ".".join(str(p) for p in item["loc"])
+        if item["type"] == "extra_forbidden":
+            parent: Any = model
+            for part in item["loc"][:-1]:
+                field_info = parent.model_fields.get(str(part)) if isinstance(parent, type) else None
+                parent = field_info.annotation if field_info is not None else None
+            allowed = sorted(parent.model_fields) if isinstance(parent, type) else []
+            lines.append(f"unknown key {where!r}; allowed here: {', '.join(allowed)}")
+        else:
+            lines.append(f"{where}: {item['msg']}")
+    return "; ".join(lines)
+
+
+def parse_config(data: dict | None, model: type[M], source: str = "config") -> M:
+    """Validates a mapping against `model`, with readable errors."""
+    try:
+        return model.model_validate(data or {})
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {_describe(err, model)}") from None
+
+
+def load_config(path: str | Path | None, model: type[M], overrides: dict | None = None) -> M:
+    """Reads YAML (or nothing, for all defaults), applies nested `overrides`, validates."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"no such config file: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return parse_config(data, model, str(path) if path else "config")
+
+
+def dump_config(config: BaseModel) -> str:
+    """The fully resolved config as YAML."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

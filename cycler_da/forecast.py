@@ -1,0 +1,120 @@
+"""Training and loading the forecast model against datasets: the xarray side of the emulator."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cycler_da import __version__, nature
+from cycler_da.config import ForecastTrainingConfig
+from cycler_da.normalization import NormStats, compute_stats
+from cycler_da.provenance import git_commit
+from cycler_da.state import Grid, to_tensor
+from cycler_da.variables import TIME
+
+
+def nature_spec(config: ForecastTrainingConfig) -> nature.NatureSpec:
+    n = config.data.nature
+    return nature.NatureSpec(resolution=n.resolution, seed=n.seed, compiled=n.compiled)
+
+
+def load_series(config: ForecastTrainingConfig, progress: bool = True):
+    """The training and validation series (physical units), their grid and statistics.
+
+    Returns:
+        (train, valid, stats, grid): tensors ``(time, channel, lat, lon)`` and metadata.
+    """
+    data = config.data
+    ds = nature.open_nature(data.train[0], data.valid[1], nature_spec(config), progress=progress)
+    labels = data.channels
+    stats = compute_stats(ds, labels, *data.train)
+    train = to_tensor(ds.sel({TIME: slice(*data.train)}), labels)
+    valid = to_tensor(ds.sel({TIME: slice(*data.valid)}), labels)
+    return train, valid, stats, Grid.from_dataset(ds)
+
+
+def increment_std(series: torch.Tensor, weights: torch.Tensor) -> np.ndarray:
+    """Area-weighted std of the 6-hour increment per channel, of a normalised series."""
+    increments = series[1:] - series[:-1]
+    var = (increments.pow(2) * weights[:, None]).mean(dim=(0, 2, 3)) - (increments * weights[:, None]).mean(
+        dim=(0, 2, 3)
+    ).pow(2)
+    return var.sqrt().double().numpy()
+
+
+def train_forecast(
+    config: ForecastTrainingConfig,
+    out: Path,
+    device: str = "cpu",
+    resume: bool = False,
+    progress: bool = True,
+    command: str = "",
+) -> dict:
+    """Trains the emulator, writes the checkpoint with its manifest, and returns the manifest."""
+    from forecast_models.checkpoint import save_checkpoint
+    from forecast_models.emulator import ArchitectureConfig, Emulator, build_network
+    from forecast_models.training import TrainConfig, train, validate
+
+    state_path = out.with_name(out.name + ".train-state")
+    if state_path.exists() and not resume:
+        raise FileExistsError(f"{state_path} exists from an interrupted run: pass --resume, or delete it")
+    train_phys, valid_phys, stats, grid = load_series(config, progress)
+    train_series = stats.normalise(train_phys).to(device)
+    valid_series = stats.normalise(valid_phys).to(device)
+    weights = torch.as_tensor(grid.area_weights(), dtype=torch.float32, device=device)
+    inc_std = increment_std(train_series.cpu(), weights.cpu())
+
+    torch.manual_seed(config.training.seed)
+    arch = ArchitectureConfig(**config.model.model_dump())
+    network = build_network(arch, len(config.data.channels), grid.shape)
+    emulator = Emulator(network, grid.latitudes, inc_std).to(device)
+    settings = TrainConfig(**config.training.model_dump())
+    result = train(emulator, train_series, valid_series, weights, settings, state_path, progress)
+
+    scores = {}
+    for hours in (6, 24):
+        rmse = validate(emulator, valid_series, weights, steps=hours // 6).cpu().numpy() * stats.std
+        scores[f"rmse_{hours}h"] = dict(zip(config.data.channels, map(float, rmse), strict=True))
+    persistence = np.sqrt(
+        ((valid_series[1:] - valid_series[:-1]).pow(2) * weights[:, None]).mean(dim=(0, 2, 3)).cpu().numpy()
+    )
+    scores["persistence_rmse_6h"] = dict(
+        zip(config.data.channels, map(float, persistence * stats.std), strict=True)
+    )
+    manifest = {
+        "kind": "forecast-emulator",
+        "step_hours": 6,
+        "architecture": arch.as_dict(),
+        "channels": list(config.data.channels),
+        "grid": grid.as_dict(),
+        "normalisation": stats.as_dict(),
+        "increment_std": [float(v) for v in inc_std],
+        "parameters": sum(p.numel() for p in network.parameters()),
+        "training": {
+            "config": config.model_dump(mode="json"),
+            "data": {"source": "nature", "key": nature_spec(config).key, **nature_spec(config).as_dict()},
+            "history": result.history,
+            "wall_seconds": result.wall_seconds,
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "machine": platform.machine(),
+            "command": command or " ".join(sys.argv),
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "cycler_version": __version__,
+            "git_commit": git_commit(),
+            "torch_version": torch.__version__,
+        },
+        "validation": {"period": list(config.data.valid), **scores},
+    }
+    save_checkpoint(out, emulator.cpu(), manifest)
+    state_path.unlink(missing_ok=True)
+    return manifest
+
+
+def norm_stats_from_manifest(manifest: dict) -> NormStats:
+    return NormStats.from_dict(manifest["normalisation"])

@@ -1,0 +1,113 @@
+"""Forecast checkpoints: the weights and a manifest in one file.
+
+The manifest records the architecture, channel list, grid, normalisation statistics,
+increment scales, training provenance (data, period, command, versions) and validation
+scores. :func:`check_compatible` refuses a checkpoint whose channels, grid or
+normalisation differ from the data it is about to run on, saying which.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from forecast_models.emulator import ArchitectureConfig, Emulator, build_network
+
+FORMAT = "cycler-forecast-checkpoint/1"
+DEFAULT_CHECKPOINT = Path(__file__).parent / "weights" / "unet-T21.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is unreadable or does not match the data."""
+
+
+def save_checkpoint(path: str | Path, emulator: Emulator, manifest: dict) -> Path:
+    """Writes weights and manifest atomically. The manifest must be JSON-serialisable."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "manifest": json.dumps(manifest, sort_keys=True),
+        "state_dict": {k: v.detach().cpu() for k, v in emulator.network.state_dict().items()},
+    }
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_manifest(path: str | Path) -> dict:
+    return _read(path)[0]
+
+
+def _read(path: str | Path) -> tuple[dict, dict]:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such checkpoint: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a cycler forecast checkpoint (expected format {FORMAT})")
+    return json.loads(payload["manifest"]), payload["state_dict"]
+
+
+def load_checkpoint(
+    path: str | Path = DEFAULT_CHECKPOINT, device: str | torch.device = "cpu"
+) -> tuple[Emulator, dict]:
+    """Builds the emulator from a checkpoint; returns it (eval mode) and its manifest."""
+    manifest, state_dict = _read(path)
+    emulator = emulator_from_manifest(manifest)
+    try:
+        emulator.network.load_state_dict(state_dict)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not fit the manifest's architecture: {err}") from err
+    return emulator.to(device).eval(), manifest
+
+
+def emulator_from_manifest(manifest: dict) -> Emulator:
+    """An untrained emulator with the manifest's architecture, grid and increment scales."""
+    arch = ArchitectureConfig(**manifest["architecture"])
+    lat = np.asarray(manifest["grid"]["latitudes"])
+    lon = np.asarray(manifest["grid"]["longitudes"])
+    network = build_network(arch, len(manifest["channels"]), (lat.size, lon.size))
+    return Emulator(network, lat, np.asarray(manifest["increment_std"]))
+
+
+def check_compatible(
+    manifest: dict,
+    channels: list[str] | tuple[str, ...],
+    latitudes: np.ndarray,
+    longitudes: np.ndarray,
+    mean: np.ndarray,
+    std: np.ndarray,
+    name: str = "checkpoint",
+    rtol: float = 1e-3,
+) -> None:
+    """Raises :class:`CheckpointError` saying how the checkpoint and the data differ."""
+    want = list(manifest["channels"])
+    if want != list(channels):
+        raise CheckpointError(f"{name} was trained on channels {want}, but the data has {list(channels)}")
+    lat, lon = np.asarray(manifest["grid"]["latitudes"]), np.asarray(manifest["grid"]["longitudes"])
+    if lat.shape != np.shape(latitudes) or lon.shape != np.shape(longitudes):
+        raise CheckpointError(
+            f"{name} was trained on a {lat.size}x{lon.size} grid, but the data is "
+            f"{np.size(latitudes)}x{np.size(longitudes)}"
+        )
+    if not (np.allclose(lat, latitudes, atol=1e-4) and np.allclose(lon, longitudes, atol=1e-4)):
+        raise CheckpointError(f"{name} was trained on a grid with other latitudes/longitudes than the data's")
+    norm = manifest["normalisation"]
+    for key, ours in (("mean", mean), ("std", std)):
+        theirs = np.asarray(norm[key])
+        bad = ~np.isclose(theirs, ours, rtol=rtol, atol=0)
+        if bad.any():
+            labels = [c for c, flag in zip(want, bad, strict=True) if flag]
+            raise CheckpointError(
+                f"{name}'s normalisation {key} differs from the data's for channels {labels} "
+                f"(trained on {norm.get('period')})"
+            )

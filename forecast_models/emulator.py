@@ -1,0 +1,121 @@
+"""The 6-hour emulator: the forecast-model contract (DESIGN.md §6) around a network.
+
+``step(state)`` maps a normalised state ``(realization, channel, latitude, longitude)`` to
+the state 6 hours later, batched over members and differentiable end to end. The network
+predicts the 6-hour increment in units of its climatological standard deviation, so every
+channel's loss carries equal weight and an untrained network is persistence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+STATIC_FEATURES = 2  # sin(latitude), cos(latitude)
+
+
+@dataclass(frozen=True)
+class ArchitectureConfig:
+    """Which network and its size.
+
+    Attributes:
+        name: Registered architecture ("unet", or "sfno" with torch-harmonics installed).
+        width: U-Net channels at full resolution / SFNO embedding dimension.
+        depth: U-Net coarser levels.
+        blocks: U-Net residual blocks per level / SFNO layers.
+    """
+
+    name: str = "unet"
+    width: int = 32
+    depth: int = 2
+    blocks: int = 2
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _build_unet(config: ArchitectureConfig, channels: int, grid_shape: tuple[int, int]) -> nn.Module:
+    from forecast_models.unet import SphereUNet
+
+    return SphereUNet(channels + STATIC_FEATURES, channels, config.width, config.depth, config.blocks)
+
+
+def _build_sfno(config: ArchitectureConfig, channels: int, grid_shape: tuple[int, int]) -> nn.Module:
+    try:
+        from torch_harmonics.examples.models import SphericalFourierNeuralOperator
+    except ImportError as err:
+        raise ImportError(
+            "the 'sfno' architecture needs torch-harmonics, which must be installed without its "
+            "dependencies (they would replace torch with a CUDA build): "
+            "pip install --no-deps torch-harmonics==0.9.3"
+        ) from err
+    return SphericalFourierNeuralOperator(
+        img_size=grid_shape,
+        grid="legendre-gauss",
+        in_chans=channels + STATIC_FEATURES,
+        out_chans=channels,
+        embed_dim=config.width,
+        num_layers=config.blocks,
+        scale_factor=2,
+    )
+
+
+ARCHITECTURES: dict[str, Callable[[ArchitectureConfig, int, tuple[int, int]], nn.Module]] = {
+    "unet": _build_unet,
+    "sfno": _build_sfno,
+}
+
+
+def build_network(config: ArchitectureConfig, channels: int, grid_shape: tuple[int, int]) -> nn.Module:
+    """Builds a registered architecture; an unknown name lists the known ones."""
+    if config.name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {config.name!r}; known: {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[config.name](config, channels, grid_shape)
+
+
+class Emulator(nn.Module):
+    """A residual 6-hour forecast step in normalised units.
+
+    Args:
+        network: Maps (batch, channel + 2, lat, lon) to the normalised increment (batch, channel, lat, lon).
+        latitudes: Grid latitudes in degrees, shape (lat,).
+        increment_std: Standard deviation of the normalised 6-hour increment, shape (channel,).
+    """
+
+    def __init__(self, network: nn.Module, latitudes: np.ndarray, increment_std: np.ndarray):
+        super().__init__()
+        self.network = network
+        lat = torch.as_tensor(np.radians(latitudes), dtype=torch.float32)
+        static = torch.stack([torch.sin(lat), torch.cos(lat)])[None, :, :, None]  # (1, 2, lat, 1)
+        self.register_buffer("static", static)
+        self.register_buffer(
+            "increment_std", torch.as_tensor(increment_std, dtype=torch.float32)[:, None, None]
+        )
+
+    @property
+    def channels(self) -> int:
+        return self.increment_std.shape[0]
+
+    def step(self, state: Tensor) -> Tensor:
+        """One 6-hour step: ``(realization, channel, lat, lon)`` → same shape."""
+        if state.ndim != 4 or state.shape[1] != self.channels:
+            raise ValueError(
+                f"state must be (realization, {self.channels} channels, lat, lon), got {tuple(state.shape)}"
+            )
+        static = self.static.to(state.dtype).expand(state.shape[0], -1, -1, state.shape[-1])
+        increment = self.network(torch.cat([state, static], dim=1))
+        return state + self.increment_std.to(state.dtype) * increment
+
+    forward = step
+
+    def rollout(self, state: Tensor, steps: int) -> Tensor:
+        """``steps`` successive 6-hour steps: returns ``(steps, realization, channel, lat, lon)``."""
+        out = []
+        for _ in range(steps):
+            state = self.step(state)
+            out.append(state)
+        return torch.stack(out)

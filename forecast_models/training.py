@@ -1,0 +1,209 @@
+"""Training the 6-hour emulator on a normalised time series (tensors only).
+
+Two phases: single-step training over every (x_t, x_t+6h) pair of the training series,
+then optional rollout fine-tuning that unrolls several steps and back-propagates through
+all of them, for stability over long free runs. The loss is the area-weighted MSE in
+units of each channel's 6-hour increment standard deviation. After every epoch the full
+training state is saved next to the output, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from forecast_models.emulator import Emulator
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings.
+
+    Attributes:
+        epochs: Single-step epochs (each sees every training pair once).
+        batch_size: Pairs per optimiser step.
+        lr: Peak learning rate (AdamW; linear warm-up for 1/20 of the steps, then cosine).
+        weight_decay: AdamW weight decay.
+        rollout_steps: 6-hour steps unrolled in fine-tuning (0 or 1 disables it).
+        rollout_epochs: Fine-tuning epochs.
+        rollout_lr: Peak learning rate of fine-tuning.
+        grad_clip: Gradient-norm clip.
+        seed: Seed of initialisation and batch order.
+    """
+
+    epochs: int = 12
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    rollout_steps: int = 4
+    rollout_epochs: int = 2
+    rollout_lr: float = 2e-4
+    grad_clip: float = 1.0
+    seed: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+
+def weighted_mse(pred: Tensor, target: Tensor, weights: Tensor, scale: Tensor) -> Tensor:
+    """Area-weighted MSE of ``(pred - target) / scale``; weights (lat,) mean 1, scale (channel, 1, 1)."""
+    err = (pred - target) / scale
+    return (err.pow(2) * weights[:, None]).mean()
+
+
+def weighted_rmse_per_channel(pred: Tensor, target: Tensor, weights: Tensor) -> Tensor:
+    """sqrt of the time/member-mean area-weighted MSE, per channel: ``(..., C, lat, lon)`` → (C,)."""
+    mse = (pred - target).pow(2) * weights[:, None]
+    dims = [d for d in range(mse.ndim) if d != mse.ndim - 3]
+    return mse.mean(dim=dims).sqrt()
+
+
+def _phases(config: TrainConfig) -> list[tuple[str, int, int, float]]:
+    phases = [("single-step", config.epochs, 1, config.lr)]
+    if config.rollout_steps > 1 and config.rollout_epochs > 0:
+        phases.append(("rollout", config.rollout_epochs, config.rollout_steps, config.rollout_lr))
+    return phases
+
+
+def _lr_at(step: int, total: int, peak: float) -> float:
+    warmup = max(1, total // 20)
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 1e-2 * peak + 0.5 * (peak - 1e-2 * peak) * (1 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def validate(emulator: Emulator, series: Tensor, weights: Tensor, steps: int = 1, batch: int = 64) -> Tensor:
+    """RMSE per channel (normalised units) of `steps`-step forecasts over a series."""
+    emulator.eval()
+    starts = torch.arange(series.shape[0] - steps)
+    total = torch.zeros(series.shape[1], device=series.device)
+    for chunk in starts.split(batch):
+        state = series[chunk]
+        for _ in range(steps):
+            state = emulator.step(state)
+        mse = (state - series[chunk + steps]).pow(2) * weights[:, None]
+        total += mse.mean(dim=(2, 3)).sum(dim=0)
+    return (total / len(starts)).sqrt()
+
+
+def train(
+    emulator: Emulator,
+    train_series: Tensor,
+    valid_series: Tensor,
+    weights: Tensor,
+    config: TrainConfig,
+    state_path: Path | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Trains in place.
+
+    Args:
+        emulator: The model to train (on the device of the series).
+        train_series: Normalised, contiguous 6-hourly states ``(time, channel, lat, lon)``.
+        valid_series: Held-out normalised series, same layout.
+        weights: Area weights (lat,), mean 1.
+        config: Optimisation settings.
+        state_path: Where to keep the resumable training state; resumes if it exists.
+        progress: Show progress bars.
+
+    Returns:
+        Per-epoch losses and validation RMSE, and the wall time.
+    """
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    optimiser = torch.optim.AdamW(emulator.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scale = emulator.increment_std
+    result = TrainResult()
+    done_epochs = 0
+    if state_path is not None and state_path.exists():
+        saved = torch.load(state_path, map_location="cpu", weights_only=False)
+        if saved["config"] != config.as_dict():
+            raise ValueError(f"{state_path} was made with other training settings; delete it to start afresh")
+        emulator.network.load_state_dict(saved["network"])
+        optimiser.load_state_dict(saved["optimiser"])
+        generator.set_state(saved["generator"])
+        result.history, result.wall_seconds = saved["history"], saved["wall_seconds"]
+        done_epochs = len(result.history)
+
+    epoch_index = 0
+    for phase, epochs, unroll, peak in _phases(config):
+        pairs = train_series.shape[0] - unroll
+        batches = math.ceil(pairs / config.batch_size)
+        for epoch in range(epochs):
+            if epoch_index < done_epochs:
+                epoch_index += 1
+                continue
+            began = time.perf_counter()
+            emulator.train()
+            order = torch.randperm(pairs, generator=generator)
+            losses = []
+            bar = tqdm(order.split(config.batch_size), total=batches, disable=not progress, leave=False,
+                       desc=f"{phase} epoch {epoch + 1}/{epochs}")  # fmt: skip
+            for i, idx in enumerate(bar):
+                for group in optimiser.param_groups:
+                    group["lr"] = _lr_at(epoch * batches + i, epochs * batches, peak)
+                idx = idx.to(train_series.device)
+                state = train_series[idx]
+                loss = 0.0
+                for k in range(1, unroll + 1):
+                    state = emulator.step(state)
+                    loss = loss + weighted_mse(state, train_series[idx + k], weights, scale) / unroll
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(emulator.parameters(), config.grad_clip)
+                optimiser.step()
+                losses.append(float(loss.detach()))
+                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+            valid = validate(emulator, valid_series, weights)
+            record = {
+                "phase": phase,
+                "epoch": epoch + 1,
+                "train_loss": float(np.mean(losses)),
+                "valid_rmse_6h": [float(v) for v in valid],
+                "valid_rmse_6h_mean": float(valid.mean()),
+                "seconds": time.perf_counter() - began,
+            }
+            result.history.append(record)
+            result.wall_seconds += record["seconds"]
+            if progress:
+                tqdm.write(
+                    f"{phase} epoch {epoch + 1}/{epochs}: train loss {record['train_loss']:.4f}, "
+                    f"valid 6-h RMSE (normalised, mean over channels) {record['valid_rmse_6h_mean']:.4f} "
+                    f"[{record['seconds']:.0f} s]"
+                )
+            if state_path is not None:
+                _save_state(state_path, emulator, optimiser, generator, config, result)
+            epoch_index += 1
+    return result
+
+
+def _save_state(path: Path, emulator, optimiser, generator, config: TrainConfig, result: TrainResult) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(
+        {
+            "network": emulator.network.state_dict(),
+            "optimiser": optimiser.state_dict(),
+            "generator": generator.get_state(),
+            "config": config.as_dict(),
+            "history": result.history,
+            "wall_seconds": result.wall_seconds,
+        },
+        tmp,
+    )
+    os.replace(tmp, path)

@@ -1,0 +1,238 @@
+"""The 6-hour emulator: padding on the sphere, the step contract, checkpoints, training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from cycler_da.cli import app
+from cycler_da.regrid import gaussian_grid
+from forecast_models import training
+from forecast_models.checkpoint import (
+    CheckpointError,
+    check_compatible,
+    load_checkpoint,
+    read_manifest,
+    save_checkpoint,
+)
+from forecast_models.emulator import ArchitectureConfig, Emulator, build_network
+from forecast_models.training import TrainConfig, train, validate
+from forecast_models.unet import spherical_pad
+
+GRID = gaussian_grid(8)  # 8 x 16
+LABELS = ["z500", "t850", "msl"]
+
+
+def _emulator(seed: int = 0, width: int = 8) -> Emulator:
+    torch.manual_seed(seed)
+    net = build_network(ArchitectureConfig(width=width, depth=2, blocks=1), len(LABELS), GRID.shape)
+    return Emulator(net, GRID.latitudes, np.array([0.5, 0.4, 0.3]))
+
+
+def _manifest(emulator: Emulator) -> dict:
+    return {
+        "architecture": ArchitectureConfig(width=8, depth=2, blocks=1).as_dict(),
+        "channels": LABELS,
+        "grid": GRID.as_dict(),
+        "normalisation": {"mean": [5e4, 270.0, 1e5], "std": [3e3, 10.0, 1e3], "period": ["a", "b"]},
+        "increment_std": [0.5, 0.4, 0.3],
+    }
+
+
+def test_spherical_pad_wraps_longitude_and_crosses_poles():
+    lat, lon = 4, 8
+    x = torch.arange(lat * lon, dtype=torch.float32).reshape(1, 1, lat, lon)
+    p = spherical_pad(x, 1)
+    assert p.shape == (1, 1, lat + 2, lon + 2)
+    inner = p[..., 1:-1, :]
+    assert torch.equal(inner[..., 0], x[..., -1]) and torch.equal(inner[..., -1], x[..., 0])
+    # Beyond the first row: the same row seen across the pole, i.e. 180° away.
+    assert torch.equal(p[0, 0, 0, 1:-1], torch.roll(x[0, 0, 0], lon // 2))
+    assert torch.equal(p[0, 0, -1, 1:-1], torch.roll(x[0, 0, -1], lon // 2))
+
+
+def test_untrained_emulator_is_persistence_and_shapes():
+    em = _emulator()
+    x = torch.randn(5, 3, *GRID.shape)
+    assert torch.equal(em.step(x), x)
+    torch.nn.init.normal_(em.network.head[-1].conv.weight, std=0.1)
+    y = em.rollout(x, 3)
+    assert y.shape == (3, 5, 3, *GRID.shape) and torch.isfinite(y).all()
+    with pytest.raises(ValueError, match="must be \\(realization, 3 channels"):
+        em.step(torch.zeros(3, *GRID.shape))
+
+
+def test_members_are_independent_and_deterministic():
+    em = _emulator()
+    torch.nn.init.normal_(em.network.head[-1].conv.weight, std=0.1)
+    x = torch.randn(4, 3, *GRID.shape)
+    batched = em.step(x)
+    single = torch.cat([em.step(x[i : i + 1]) for i in range(4)])
+    torch.testing.assert_close(batched, single, rtol=1e-5, atol=1e-5)
+    other = _emulator()
+    other.load_state_dict(em.state_dict())
+    assert torch.equal(other.step(x), batched)
+
+
+def test_differentiable_end_to_end():
+    em = _emulator()
+    torch.nn.init.normal_(em.network.head[-1].conv.weight, std=0.1)
+    x = torch.randn(2, 3, *GRID.shape, requires_grad=True)
+    em.rollout(x, 2).square().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_checkpoint_round_trip(tmp_path):
+    em = _emulator()
+    torch.nn.init.normal_(em.network.head[-1].conv.weight, std=0.1)
+    path = save_checkpoint(tmp_path / "m.pt", em, _manifest(em))
+    loaded, manifest = load_checkpoint(path)
+    x = torch.randn(2, 3, *GRID.shape)
+    assert torch.equal(loaded.step(x), em.eval().step(x))
+    assert manifest["channels"] == LABELS and read_manifest(path)["increment_std"] == [0.5, 0.4, 0.3]
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "absent.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00garbage")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_checkpoint(bad)
+    torch.save({"hello": 1}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a cycler forecast checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="unknown architecture 'transformer'; known: \\['sfno', 'unet'\\]"):
+        build_network(ArchitectureConfig(name="transformer"), 3, GRID.shape)
+
+
+def test_sfno_missing_names_the_install_command():
+    pytest.importorskip("torch")
+    try:
+        import torch_harmonics  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match=r"pip install --no-deps torch-harmonics==0\.9\.3"):
+            build_network(ArchitectureConfig(name="sfno"), 3, GRID.shape)
+    else:
+        net = build_network(ArchitectureConfig(name="sfno", width=16, blocks=2), 3, (32, 64))
+        assert net(torch.zeros(1, 5, 32, 64)).shape == (1, 3, 32, 64)
+
+
+def test_mismatch_says_which():
+    manifest = _manifest(_emulator())
+    mean, std = np.array([5e4, 270.0, 1e5]), np.array([3e3, 10.0, 1e3])
+    check_compatible(manifest, LABELS, GRID.latitudes, GRID.longitudes, mean, std)
+    with pytest.raises(CheckpointError, match="trained on channels \\['z500', 't850', 'msl'\\]"):
+        check_compatible(manifest, ["z500", "t850"], GRID.latitudes, GRID.longitudes, mean, std)
+    other = gaussian_grid(16)
+    with pytest.raises(CheckpointError, match="8x16 grid, but the data is 16x32"):
+        check_compatible(manifest, LABELS, other.latitudes, other.longitudes, mean, std)
+    with pytest.raises(CheckpointError, match="other latitudes"):
+        check_compatible(manifest, LABELS, GRID.latitudes + 1, GRID.longitudes, mean, std)
+    with pytest.raises(CheckpointError, match=r"normalisation std differs .* \['t850'\]"):
+        check_compatible(manifest, LABELS, GRID.latitudes, GRID.longitudes, mean, std * [1, 2, 1])
+
+
+def _advection_series(steps: int = 160) -> torch.Tensor:
+    """A field drifting one grid cell east per step, plus slow growth: learnable, not persistent."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(3, *GRID.shape, generator=g)
+    base = torch.nn.functional.avg_pool2d(base[None], 3, 1, 1)[0] * 3
+    return torch.stack([torch.roll(base, t, dims=-1) for t in range(steps)])
+
+
+def _tiny_config(**kw) -> TrainConfig:
+    return TrainConfig(
+        **{"epochs": 4, "batch_size": 8, "lr": 3e-3, "rollout_steps": 2, "rollout_epochs": 1, **kw}
+    )
+
+
+def test_tiny_training_loss_falls():
+    series = _advection_series()
+    weights = torch.as_tensor(GRID.area_weights(), dtype=torch.float32)
+    em = _emulator(width=16)
+    before = validate(em, series[120:], weights).mean()
+    result = train(em, series[:120], series[120:], weights, _tiny_config(), progress=False)
+    after = validate(em, series[120:], weights).mean()
+    losses = [h["train_loss"] for h in result.history]
+    assert len(result.history) == 5 and result.history[-1]["phase"] == "rollout"
+    assert losses[3] < 0.5 * losses[0]
+    assert after < 0.5 * before  # beats persistence clearly
+
+
+def test_resume_after_interruption_equals_uninterrupted(tmp_path, monkeypatch):
+    series = _advection_series(60)
+    weights = torch.as_tensor(GRID.area_weights(), dtype=torch.float32)
+    config = _tiny_config(epochs=2, rollout_epochs=1)
+    reference = _emulator()
+    train(reference, series[:40], series[40:], weights, config, progress=False)
+
+    state = tmp_path / "state"
+    save = training._save_state
+    calls = {"n": 0}
+
+    def crash_after_first(*args, **kwargs):
+        save(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_save_state", crash_after_first)
+    interrupted = _emulator()
+    with pytest.raises(KeyboardInterrupt):
+        train(interrupted, series[:40], series[40:], weights, config, state, progress=False)
+    resumed = _emulator()
+    result = train(resumed, series[:40], series[40:], weights, config, state, progress=False)
+    assert len(result.history) == 3
+    for a, b in zip(reference.state_dict().values(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="other training settings"):
+        train(_emulator(), series[:40], series[40:], weights, _tiny_config(epochs=3), state, progress=False)
+
+
+def test_cli_rejects_unknown_keys(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"training": {"epoch": 3}}))
+    result = CliRunner().invoke(
+        app, ["train", "forecast", "--config", str(bad), "--out", str(tmp_path / "m.pt")]
+    )
+    assert result.exit_code == 2
+    assert "unknown key 'training.epoch'" in result.output and "epochs" in result.output
+
+
+def test_cli_trains_on_the_nature_run(nature_cache, tmp_path):
+    """A two-epoch run through the CLI on February 2018 writes a loadable checkpoint."""
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "data": {
+                    "nature": {"compiled": False},
+                    "train": ["2018-02-01", "2018-02-20T18"],
+                    "valid": ["2018-02-21", "2018-02-28T18"],
+                },
+                "model": {"width": 8, "depth": 2, "blocks": 1},
+                "training": {"epochs": 2, "rollout_epochs": 0, "batch_size": 8},
+            }
+        )
+    )
+    out = tmp_path / "tiny.pt"
+    result = CliRunner().invoke(
+        app, ["train", "forecast", "--config", str(cfg), "--out", str(out), "--threads", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    emulator, manifest = load_checkpoint(out)
+    assert manifest["channels"][0] == "z500" and len(manifest["channels"]) == 11
+    assert len(manifest["grid"]["latitudes"]) == 32
+    assert set(manifest["validation"]["rmse_6h"]) == set(manifest["channels"])
+    assert manifest["training"]["command"].startswith("cycler train forecast")
+    assert len(manifest["training"]["history"]) == 2
+    # Trained two epochs only, yet already better than persistence at 6 h on average.
+    ratio = np.mean([manifest["validation"]["rmse_6h"][c] / manifest["validation"]["persistence_rmse_6h"][c]
+                     for c in manifest["channels"]])  # fmt: skip
+    assert ratio < 1.0
+    x = torch.zeros(2, 11, 32, 64)
+    assert torch.isfinite(emulator.step(x)).all()
