@@ -1,0 +1,148 @@
+"""3D-Var equals the BLUE on a linear-Gaussian problem; the LETKF without localisation is the ETKF."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from baselines.covariance import BackgroundErrorStats, ControlTransform, estimate_stats
+from baselines.letkf import LETKF, gaspari_cohn
+from baselines.var3d import ThreeDVar
+from cycler_da.analysis import MethodContext, Observations, build_method, known_methods
+from cycler_da.regrid import gaussian_grid
+from observation_ops.operator import PointObservationOperator
+
+GRID = gaussian_grid(4)  # 4 x 8: dense matrices stay tiny
+CHANNELS = 2
+
+
+def _stats() -> BackgroundErrorStats:
+    std = np.array([[0.5, 0.7, 0.7, 0.5], [1.0, 0.8, 0.8, 1.0]])
+    return BackgroundErrorStats(std, np.array([[1.0, 0.6], [0.6, 1.0]]), 2500.0)
+
+
+def _observations(n: int = 12, seed: int = 0) -> tuple[Observations, torch.Tensor]:
+    rng = np.random.default_rng(seed)
+    h = PointObservationOperator(rng.integers(0, CHANNELS, n), rng.uniform(-80, 80, n), rng.uniform(0, 360, n),
+                                 GRID.latitudes, GRID.longitudes)  # fmt: skip
+    y = torch.as_tensor(rng.normal(size=n))
+    sigma = torch.as_tensor(rng.uniform(0.2, 0.6, n))
+    return Observations(y, sigma, h), _dense(h)
+
+
+def _dense(h: PointObservationOperator) -> torch.Tensor:
+    eye = torch.eye(CHANNELS * GRID.latitudes.size * GRID.longitudes.size, dtype=torch.float64)
+    return h(eye.reshape(-1, CHANNELS, *GRID.shape)).T  # (obs, state)
+
+
+def test_3dvar_equals_blue():
+    transform = ControlTransform(_stats(), GRID.latitudes, GRID.longitudes, scale=1.3)
+    obs, h = _observations()
+    x_b = torch.randn(
+        1, CHANNELS, *GRID.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2)
+    )
+    b = transform.dense()
+    r = torch.diag(obs.error_std**2)
+    gain = b @ h.T @ torch.linalg.inv(h @ b @ h.T + r)
+    blue = x_b.reshape(-1) + gain @ (obs.values - h @ x_b.reshape(-1))
+    analysis = ThreeDVar(transform, max_iterations=200, tolerance=1e-10).analyse(x_b, obs)
+    torch.testing.assert_close(analysis.state.reshape(-1), blue, rtol=1e-6, atol=1e-7)
+    assert analysis.diagnostics["cost_final"] < analysis.diagnostics["cost_initial"]
+
+
+def test_control_transform_reproduces_statistics():
+    transform = ControlTransform(_stats(), GRID.latitudes, GRID.longitudes)
+    b = transform.dense().reshape(CHANNELS, *GRID.shape, CHANNELS, *GRID.shape)
+    np.testing.assert_allclose(b[0, 1, 3, 0, 1, 3], 0.7**2, rtol=1e-6)  # variance
+    np.testing.assert_allclose(b[0, 2, 2, 1, 2, 2], 0.6 * 0.7 * 0.8, rtol=1e-6)  # cross-channel
+    assert b[0, 1, 0, 0, 1, 1] < 0.49 and b[0, 1, 0, 0, 1, 1] > 0  # decays with distance
+
+
+def test_estimate_stats_recovers_known_structure():
+    rng = np.random.default_rng(0)
+    grid = gaussian_grid(8)
+    transform = ControlTransform(_stats_8(), grid.latitudes, grid.longitudes)
+    v = torch.as_tensor(rng.normal(size=(3000, *transform.shape)))
+    samples = transform(v).numpy()
+    stats = estimate_stats(samples, grid.latitudes, grid.longitudes)
+    np.testing.assert_allclose(stats.std, _stats_8().std, rtol=0.08)
+    np.testing.assert_allclose(stats.channel_correlation, _stats_8().channel_correlation, atol=0.06)
+    assert 1200 < stats.length_scale_km < 2200  # truth 1600 km
+
+
+def _stats_8() -> BackgroundErrorStats:
+    std = np.tile(np.linspace(0.5, 1.0, 8), (CHANNELS, 1))
+    return BackgroundErrorStats(std, np.array([[1.0, -0.4], [-0.4, 1.0]]), 1600.0)
+
+
+def _etkf(x: torch.Tensor, obs: Observations, h: torch.Tensor) -> torch.Tensor:
+    """Textbook ETKF (Hunt et al. 2007, no localisation) with dense matrices."""
+    n = x.shape[0]
+    xf = x.reshape(n, -1).T  # (state, N)
+    mean = xf.mean(1, keepdim=True)
+    xp = xf - mean
+    yp = h @ xp
+    rinv = torch.diag(obs.error_std**-2)
+    pa = torch.linalg.inv((n - 1) * torch.eye(n, dtype=x.dtype) + yp.T @ rinv @ yp)
+    w_mean = pa @ yp.T @ rinv @ (obs.values - (h @ mean)[:, 0])
+    vals, vecs = torch.linalg.eigh((n - 1) * pa)
+    w = vecs @ torch.diag(vals.sqrt()) @ vecs.T + w_mean[:, None]
+    return (mean + xp @ w).T.reshape(x.shape)
+
+
+def test_letkf_without_localisation_is_etkf():
+    obs, h = _observations(20, seed=3)
+    x = torch.randn(8, CHANNELS, *GRID.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    letkf = LETKF(GRID.latitudes, GRID.longitudes, localization_km=None, rtps=0.0)
+    torch.testing.assert_close(letkf.analyse(x, obs).state, _etkf(x, obs, h), rtol=1e-9, atol=1e-9)
+
+
+def test_letkf_localisation_and_rtps():
+    obs, _ = _observations(10, seed=5)
+    x = torch.randn(
+        10, CHANNELS, *GRID.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(6)
+    )
+    local = LETKF(GRID.latitudes, GRID.longitudes, localization_km=300.0, rtps=0.0).analyse(x, obs).state
+    assert torch.isfinite(local).all()
+    # Columns farther than 2c = 600 km from every observation are left untouched.
+    far = torch.as_tensor(_far_columns(obs, 600.0))
+    assert far.any()
+    torch.testing.assert_close(local[:, :, far], x[:, :, far])
+    full = LETKF(GRID.latitudes, GRID.longitudes, localization_km=None, rtps=1.0).analyse(x, obs).state
+    torch.testing.assert_close(full.std(0), x.std(0), rtol=1e-8, atol=1e-10)  # RTPS α=1 keeps prior spread
+    with pytest.raises(ValueError, match="needs an ensemble"):
+        LETKF(GRID.latitudes, GRID.longitudes).analyse(x[:1], obs)
+
+
+def _far_columns(obs: Observations, km: float) -> np.ndarray:
+    from baselines.covariance import great_circle_km
+
+    lat, lon = np.meshgrid(GRID.latitudes, GRID.longitudes, indexing="ij")
+    d = great_circle_km(lat.ravel(), lon.ravel(), obs.operator.latitude, obs.operator.longitude)
+    return (d.min(axis=1) >= km).reshape(GRID.shape)
+
+
+def test_gaspari_cohn():
+    d = torch.tensor([0.0, 500.0, 1000.0, 1999.0, 2000.0, 5000.0], dtype=torch.float64)
+    g = gaspari_cohn(d, 1000.0)
+    assert float(g[0]) == 1.0 and float(g[-1]) == 0.0 and float(g[-2]) == 0.0
+    assert float(g[2]) == pytest.approx(5 / 24)  # the value at r = 1
+    assert torch.all(g[:-1] >= g[1:])
+
+
+def test_registry_and_observation_validation():
+    assert {"none", "3dvar", "enkf"} <= set(known_methods())
+    context = MethodContext(("z500", "t850"), GRID.latitudes, GRID.longitudes, _stats().as_dict())
+    with pytest.raises(ValueError, match=r"unknown analysis method 'optimal'; known: .*3dvar.*enkf"):
+        build_method("optimal", context)
+    with pytest.raises(ValueError, match="bad parameters"):
+        build_method("enkf", context, radius=3)
+    x = torch.zeros(1, CHANNELS, *GRID.shape, dtype=torch.float64)
+    obs, _ = _observations()
+    assert torch.equal(build_method("none", context).analyse(x, obs).state, x)
+    assert isinstance(build_method("3dvar", context, b_scale=2.0), ThreeDVar)
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        Observations(torch.tensor([1.0, float("nan")]), torch.ones(2), obs.operator)
+    with pytest.raises(ValueError, match="finite and positive"):
+        Observations(torch.ones(2), torch.tensor([1.0, 0.0]), obs.operator)
