@@ -59,7 +59,7 @@ class ThreeDVar:
             return j
 
         with torch.enable_grad():
-            j0 = float(cost())
+            j0 = float(cost().detach())
             optimiser.step(cost)
             with torch.no_grad():
                 x_a = x_b + self.transform(v)

@@ -210,3 +210,67 @@ def train_forecast(
     for ch, rmse in scores["rmse_6h"].items():
         pers = scores["persistence_rmse_6h"][ch]
         typer.echo(f"{ch:8} {rmse:10.4g} {pers:12.4g} {rmse / pers:6.2f}")
+
+
+@app.command("run")
+def run(
+    config: Annotated[
+        Path | None, typer.Option(help="Experiment YAML (see configs/); options below override it.")
+    ] = None,
+    start: Annotated[
+        datetime | None, typer.Option(formats=DATE_FORMATS, help="Initial analysis time t0 [2018-01-01].")
+    ] = None,
+    days: Annotated[float | None, typer.Option(help="Length in days: 4 windows a day [30].")] = None,
+    method: Annotated[
+        str | None, typer.Option(help="Analysis method: none, 3dvar, enkf, ... [3dvar].")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Run name [METHOD-START].")] = None,
+    runs_dir: Annotated[Path | None, typer.Option(help="Where runs go [./runs].")] = None,
+    members: Annotated[int | None, typer.Option(help="Ensemble members [1; enkf: 20].")] = None,
+    protocol: Annotated[
+        str | None, typer.Option(help="cycle, or seed: backgrounds are 48-h forecasts from the truth.")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda.")] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue an interrupted run from its last complete window.")
+    ] = False,
+    threads: Annotated[int | None, typer.Option(help="torch threads (default: all cores).")] = None,
+) -> None:
+    """Cycle a data-assimilation experiment and write every window to NetCDF.
+
+    Every 6 hours the forecast model makes the background from the previous analysis,
+    observations are simulated from the truth and quality-controlled, and the analysis
+    method combines them. The run directory gets config.yaml (every default written out),
+    run.json, background/, analysis/, observations/ and scores.nc. If the truth for the
+    period is not cached yet it is generated first.
+
+    Example: cycler run --start 2018-01-01 --days 30 --method 3dvar
+    """
+    from cycler_da.config import ConfigError, load_config
+    from cycler_da.driver import RunError, run_cycle
+    from cycler_da.run_config import RunConfig
+
+    overrides = {
+        key: value
+        for key, value in {
+            "run.start": start.isoformat() if start else None,
+            "run.days": days,
+            "run.name": name,
+            "run.runs_dir": str(runs_dir) if runs_dir else None,
+            "run.protocol": protocol,
+            "run.device": device,
+            "method.name": method,
+            "ensemble.members": members,
+        }.items()
+        if value is not None
+    }
+    try:
+        cfg = load_config(config, RunConfig, overrides)
+    except ConfigError as err:
+        _fail(str(err))
+    set_threads(threads)
+    try:
+        run_dir = run_cycle(cfg, resume=resume)
+    except (ConfigError, RunError, ValueError, FileNotFoundError) as err:
+        _fail(str(err))
+    typer.echo(f"run complete: {run_dir}")

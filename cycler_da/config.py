@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cycler_da.variables import DEFAULT_CHANNELS, channels
 
@@ -29,7 +29,7 @@ class NatureData(Strict):
 
 class ForecastDataConfig(Strict):
     nature: NatureData = NatureData()
-    channels: list[str] = list(DEFAULT_CHANNELS)
+    channels: list[str] = Field(default_factory=lambda: list(DEFAULT_CHANNELS))
     train: tuple[str, str] = ("2016-01-01", "2017-10-31T18")
     valid: tuple[str, str] = ("2017-11-01", "2017-12-31T18")
 

@@ -1,0 +1,148 @@
+"""The experiment configuration of ``cycler run``: one YAML file selects every plugin."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from cycler_da.config import NatureData, Strict
+from cycler_da.variables import DEFAULT_CHANNELS, channels
+
+
+class RunSection(Strict):
+    """When, what and where.
+
+    start: the initial analysis time t0 (cold start); windows follow every 6 h.
+    protocol: "cycle" (the analysis starts the next forecast) or "seed" (every background
+    is a 48-h forecast from the truth, no cycling: the seed papers' protocol).
+    """
+
+    start: datetime = datetime(2018, 1, 1)
+    days: float = 30.0
+    name: str | None = None
+    runs_dir: str = "runs"
+    seed: int = 0
+    device: str = "cpu"
+    protocol: Literal["cycle", "seed"] = "cycle"
+
+    @field_validator("days")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0 or (value * 4) % 1:
+            raise ValueError("days must be positive and a whole number of 6-hour windows")
+        return value
+
+
+class TruthSection(Strict):
+    """The truth: the embedded nature run (default) or a dataset path in our conventions."""
+
+    source: Literal["nature", "dataset"] = "nature"
+    nature: NatureData = NatureData()
+    path: str | None = None
+    train_period: tuple[str, str] = ("2016-01-01", "2017-10-31T18")
+
+    @model_validator(mode="after")
+    def _path_for_dataset(self) -> TruthSection:
+        if self.source == "dataset" and not self.path:
+            raise ValueError("truth.source 'dataset' needs truth.path")
+        return self
+
+
+class ForecastSection(Strict):
+    checkpoint: str = "default"  # "default" = the shipped weights
+
+
+class NetworkSection(Strict):
+    kind: Literal["columns", "elements", "stations", "swaths"] = "columns"
+    fraction: float = 0.05
+    resample: bool = True
+    stations: int = 500
+    swaths: int = 2
+    swath_width: float = 20.0
+    swath_drift: float = 25.0
+    channels: list[str] | Literal["all"] = "all"
+    seed: int = 1
+
+    @field_validator("channels")
+    @classmethod
+    def _known(cls, value: list[str] | str) -> list[str] | str:
+        if value != "all":
+            channels(value)
+        return value
+
+
+class QCSection(Strict):
+    """Quality control applied identically before every method.
+
+    background_check: reject |O−B| > k·sqrt(σ_o² + σ_b²) (None disables).
+    thinning_km: keep at most one observation per channel within this distance (None: off).
+    """
+
+    background_check: float | None = 5.0
+    thinning_km: float | None = None
+
+
+class ObservationsSection(Strict):
+    """Networks, errors and QC.
+
+    error_std: the observation-error standard deviation of every channel as a fraction of
+    its climatological standard deviation (``relative``), or per channel in physical units
+    (``absolute``: {label: value}); absolute entries override the relative default.
+    """
+
+    networks: list[NetworkSection] = Field(default_factory=lambda: [NetworkSection()])
+    relative_error: float = 0.1
+    absolute_error: dict[str, float] = Field(default_factory=dict)
+    qc: QCSection = QCSection()
+
+
+class MethodSection(Strict):
+    name: str = "3dvar"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class EnsembleSection(Strict):
+    """members: ensemble size (1 = deterministic; the EnKF needs more)."""
+
+    members: int = 1
+
+
+class ColdStartSection(Strict):
+    """The first analysis x_a(t0).
+
+    kind: "forecast" = a lead_hours forecast from truth(t0 − lead_hours), as the seed papers
+    do; members start lagged_hours earlier each (a time-lagged ensemble). "truth_noise" =
+    truth(t0) plus noise_std (normalised units) of white noise per member.
+    """
+
+    kind: Literal["forecast", "truth_noise"] = "forecast"
+    lead_hours: int = 48
+    lagged_hours: int = 6
+    noise_std: float = 0.3
+
+
+class RunConfig(Strict):
+    """Everything ``cycler run`` needs; the resolved copy is written to the run directory."""
+
+    run: RunSection = RunSection()
+    truth: TruthSection = TruthSection()
+    channels: list[str] = Field(default_factory=lambda: list(DEFAULT_CHANNELS))
+    forecast: ForecastSection = ForecastSection()
+    observations: ObservationsSection = ObservationsSection()
+    method: MethodSection = MethodSection()
+    ensemble: EnsembleSection = EnsembleSection()
+    cold_start: ColdStartSection = ColdStartSection()
+
+    @field_validator("channels")
+    @classmethod
+    def _known_channels(cls, value: list[str]) -> list[str]:
+        channels(value)
+        return value
+
+
+# Method defaults that make sense without a config file (written into the resolved config).
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "enkf": {"members": 20},
+}

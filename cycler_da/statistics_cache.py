@@ -1,0 +1,77 @@
+"""Training-period statistics a run needs, computed once and cached in the data directory.
+
+* normalisation statistics of the truth (to check a checkpoint against the data);
+* background-error statistics for B: errors of the emulator's forecasts started from the
+  truth, valid over the training period ("training-set background errors").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+
+from baselines.covariance import BackgroundErrorStats, estimate_stats
+from cycler_da.normalization import NormStats, compute_stats
+from cycler_da.paths import data_dir
+from cycler_da.provenance import config_hash
+from cycler_da.state import Grid, to_tensor
+from cycler_da.variables import TIME
+
+
+def _cached(kind: str, key: dict, make):
+    path = data_dir() / "statistics" / f"{kind}-{config_hash(key)}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    value = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)
+    return value
+
+
+def truth_norm_stats(
+    ds: xr.Dataset, labels: list[str], period: tuple[str, str], source_key: str
+) -> NormStats:
+    key = {"source": source_key, "channels": labels, "period": list(period)}
+    return NormStats.from_dict(_cached("norm", key, lambda: compute_stats(ds, labels, *period).as_dict()))
+
+
+def background_error_stats(
+    ds: xr.Dataset,
+    labels: list[str],
+    period: tuple[str, str],
+    stats: NormStats,
+    emulator,
+    checkpoint_hash: str,
+    source_key: str,
+    lead_hours: int = 24,
+    samples: int = 240,
+) -> BackgroundErrorStats:
+    """Statistics of `lead_hours` forecast errors from the truth, over `samples` training times."""
+    key = {"source": source_key, "channels": labels, "period": list(period), "checkpoint": checkpoint_hash,
+           "lead_hours": lead_hours, "samples": samples}  # fmt: skip
+
+    def make() -> dict:
+        times = pd.DatetimeIndex(ds[TIME].sel({TIME: slice(*period)}).values)
+        steps = lead_hours // 6
+        valid = times[steps:]
+        chosen = valid[np.linspace(0, len(valid) - 1, samples).round().astype(int)]
+        starts = chosen - pd.Timedelta(hours=lead_hours)
+        x0 = stats.normalise(to_tensor(ds.sel({TIME: starts}), labels))
+        truth = stats.normalise(to_tensor(ds.sel({TIME: chosen}), labels))
+        with torch.inference_mode():
+            forecast = torch.cat([emulator.rollout(chunk, steps)[-1] for chunk in x0.split(32)])
+        grid = Grid.from_dataset(ds)
+        errors = (forecast - truth).double().numpy()
+        source = (
+            f"{lead_hours}-h forecast errors from the truth at {samples} times in {period[0]}..{period[1]}"
+        )
+        return estimate_stats(errors, grid.latitudes, grid.longitudes, source).as_dict()
+
+    return BackgroundErrorStats.from_dict(_cached("berror", key, make))

@@ -1,0 +1,168 @@
+"""The cycle driver: the run-directory layout, every baseline, resume, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import yaml
+from typer.testing import CliRunner
+
+from cycler_da import driver
+from cycler_da.cli import app
+from cycler_da.config import ConfigError, ForecastTrainingConfig, parse_config
+from cycler_da.driver import RunError, run_cycle
+from cycler_da.run_config import RunConfig
+
+TRAIN = ("2018-02-01", "2018-02-20T18")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(nature_cache, tmp_path_factory) -> Path:
+    """A one-epoch emulator trained on February 2018 (its statistics define the period)."""
+    from cycler_da.forecast import train_forecast
+
+    cfg = parse_config(
+        {
+            "data": {
+                "nature": {"compiled": False},
+                "train": list(TRAIN),
+                "valid": ["2018-02-21", "2018-02-28T18"],
+            },
+            "model": {"width": 8, "depth": 2, "blocks": 1},
+            "training": {"epochs": 1, "rollout_epochs": 0, "batch_size": 8},
+        },
+        ForecastTrainingConfig,
+    )
+    out = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    train_forecast(cfg, out, progress=False)
+    return out
+
+
+def _config(tmp_path: Path, checkpoint: Path, **sections) -> RunConfig:
+    data = {
+        "run": {"start": "2018-02-10", "days": 0.75, "runs_dir": str(tmp_path / "runs")},
+        "truth": {"nature": {"compiled": False}, "train_period": list(TRAIN)},
+        "forecast": {"checkpoint": str(checkpoint)},
+        "observations": {"networks": [{"kind": "columns", "fraction": 0.1}]},
+    }
+    for key, value in sections.items():
+        data.setdefault(key, {}).update(value)
+    return parse_config(data, RunConfig)
+
+
+@pytest.mark.parametrize(
+    ("method", "members"), [("3dvar", 1), ("enkf", 6), ("none", 1)], ids=["3dvar", "enkf", "none"]
+)
+def test_cycle_writes_the_layout(tmp_path, tiny_checkpoint, method, members):
+    cfg = _config(tmp_path, tiny_checkpoint, method={"name": method}, ensemble={"members": members})
+    run_dir = run_cycle(cfg, progress=False)
+    assert run_dir.name == f"{method}-20180210T00"
+    stamps = ["20180210T06", "20180210T12", "20180210T18"]
+    for sub in ("background", "analysis", "observations"):
+        assert sorted(p.stem for p in (run_dir / sub).glob("*.nc")) == stamps
+    resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert resolved["method"]["name"] == method and resolved["ensemble"]["members"] == members
+    assert resolved["observations"]["qc"]["background_check"] == 5.0  # defaults written out
+    status = yaml.safe_load((run_dir / "run.json").read_text())
+    assert status["status"] == "complete" and status["windows_done"] == stamps
+    assert status["truth"] and status["checkpoint"]["sha256"]
+
+    analysis = xr.open_dataset(run_dir / "analysis" / "20180210T12.nc")
+    assert analysis.sizes["realization"] == members and analysis.sizes["level"] == 3
+    assert set(analysis.data_vars) >= {"geopotential", "temperature", "mean_sea_level_pressure"}
+    assert analysis["geopotential"].attrs["units"] == "m**2 s**-2" and analysis.attrs["method"] == method
+    obs = xr.open_dataset(run_dir / "observations" / "20180210T12.nc")
+    assert {"value", "error_std", "background_departure", "analysis_departure", "qc_flag"} <= set(
+        obs.data_vars
+    )
+    assert obs.sizes["obs"] > 100
+    scores = xr.open_dataset(run_dir / "scores.nc")
+    assert scores.sizes == {"time": 3, "channel": 11}
+    a, b = scores["analysis_rmse"].values, scores["background_rmse"].values
+    assert np.isfinite(a).all() and np.isfinite(b).all()
+    used = obs["qc_flag"].values == 0
+    oma = float(
+        np.sqrt(np.mean(obs["analysis_departure"].values[used] ** 2 / obs["error_std"].values[used] ** 2))
+    )
+    omb = float(
+        np.sqrt(np.mean(obs["background_departure"].values[used] ** 2 / obs["error_std"].values[used] ** 2))
+    )
+    if method == "none":
+        np.testing.assert_allclose(a, b, rtol=1e-6)  # equal up to the float32 round trip on disk
+        assert oma == pytest.approx(omb)
+    else:
+        assert oma < omb  # the analysis draws towards the observations
+        assert np.mean(a / b) < 1.0  # and towards the truth
+
+
+def test_resume_equals_uninterrupted(tmp_path, tiny_checkpoint, monkeypatch):
+    cfg = _config(tmp_path, tiny_checkpoint, run={"days": 1.0, "name": "whole"}, method={"name": "3dvar"})
+    whole = run_cycle(cfg, progress=False)
+
+    broken = _config(tmp_path, tiny_checkpoint, run={"days": 1.0, "name": "broken"}, method={"name": "3dvar"})
+    write = driver._write_window
+    calls = {"n": 0}
+
+    def crash_on_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # as if killed mid-window
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(driver, "_write_window", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_cycle(broken, progress=False)
+    monkeypatch.setattr(driver, "_write_window", write)
+    status = yaml.safe_load((tmp_path / "runs" / "broken" / "run.json").read_text())
+    assert status["status"] == "interrupted" and len(status["windows_done"]) == 2
+    with pytest.raises(RunError, match="exists: pass --resume"):
+        run_cycle(broken, progress=False)
+    resumed = run_cycle(broken, resume=True, progress=False)
+    for stamp in ("20180210T18", "20180211T00"):
+        a = xr.open_dataset(whole / "analysis" / f"{stamp}.nc")
+        b = xr.open_dataset(resumed / "analysis" / f"{stamp}.nc")
+        xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())
+    sa, sb = xr.open_dataset(whole / "scores.nc"), xr.open_dataset(resumed / "scores.nc")
+    np.testing.assert_array_equal(sa["analysis_rmse"].values, sb["analysis_rmse"].values)
+
+
+def test_errors_are_clear_and_keep_earlier_windows(tmp_path, tiny_checkpoint, monkeypatch):
+    with pytest.raises(ConfigError, match=r"unknown analysis method 'optimal'; known: .*3dvar"):
+        run_cycle(_config(tmp_path, tiny_checkpoint, method={"name": "optimal"}), progress=False)
+    with pytest.raises(ConfigError, match=r"unknown key 'run\.dayz'"):
+        parse_config({"run": {"dayz": 3}}, RunConfig)
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        run_cycle(_config(tmp_path, tmp_path / "missing.pt"), progress=False)
+    fewer = {**_config(tmp_path, tiny_checkpoint).model_dump(mode="json"), "channels": ["z500", "t850"]}
+    with pytest.raises(RunError, match="trained on channels"):
+        run_cycle(parse_config(fewer, RunConfig), progress=False)
+    # Corrupt truth in the third window: a clear error, the first two windows stay complete.
+    cfg = _config(tmp_path, tiny_checkpoint, run={"name": "nan"})
+    truth_at = driver.Setup.truth_at
+
+    def corrupt(self, time):
+        if str(time) == "2018-02-10 18:00:00":
+            self.truth[self.truth_times.get_indexer([time])[0], 3] = float("nan")
+        return truth_at(self, time)
+
+    monkeypatch.setattr(driver.Setup, "truth_at", corrupt)
+    with pytest.raises(RunError, match="NaN or infinity in channels \\['t850'\\]"):
+        run_cycle(cfg, progress=False)
+    status = yaml.safe_load((tmp_path / "runs" / "nan" / "run.json").read_text())
+    assert status["windows_done"] == ["20180210T06", "20180210T12"] and status["status"] == "interrupted"
+    kept = xr.open_dataset(tmp_path / "runs" / "nan" / "analysis" / "20180210T12.nc")
+    assert kept["temperature"].sel(level=[500, 850]).notnull().all()  # t250 is no channel: NaN fill
+
+
+def test_cli_run_and_errors(tmp_path, tiny_checkpoint):
+    cfg_path = tmp_path / "exp.yaml"
+    cfg_path.write_text(yaml.safe_dump(_config(tmp_path, tiny_checkpoint).model_dump(mode="json")))
+    result = CliRunner().invoke(app, ["run", "--config", str(cfg_path), "--days", "0.25", "--method", "none",
+                                      "--name", "cli"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "runs" / "cli" / "analysis" / "20180210T06.nc").exists()
+    bad = CliRunner().invoke(app, ["run", "--config", str(cfg_path), "--method", "kalman"])
+    assert bad.exit_code == 2 and "unknown analysis method 'kalman'" in bad.output
