@@ -236,3 +236,27 @@ def test_cli_trains_on_the_nature_run(nature_cache, tmp_path):
     assert ratio < 1.0
     x = torch.zeros(2, 11, 32, 64)
     assert torch.isfinite(emulator.step(x)).all()
+
+
+def test_shipped_weights_beat_persistence(nature_cache):
+    """The default checkpoint loads, matches the default channels and grid, and forecasts well."""
+    from cycler_da import nature
+    from cycler_da.normalization import NormStats
+    from cycler_da.state import Grid, to_tensor
+    from cycler_da.variables import DEFAULT_CHANNELS
+    from forecast_models.checkpoint import DEFAULT_CHECKPOINT
+
+    emulator, manifest = load_checkpoint(DEFAULT_CHECKPOINT)
+    assert manifest["channels"] == list(DEFAULT_CHANNELS)
+    assert manifest["training"]["command"].startswith("cycler train forecast")
+    assert DEFAULT_CHECKPOINT.stat().st_size < 10e6
+    ds = nature.open_nature("2018-02-01", "2018-02-03", nature.NatureSpec(compiled=False), progress=False)
+    assert Grid.from_dataset(ds).same_as(Grid.from_dict(manifest["grid"]))
+    stats = NormStats.from_dict(manifest["normalisation"])
+    x = stats.normalise(to_tensor(ds, manifest["channels"]))
+    weights = torch.as_tensor(Grid.from_dataset(ds).area_weights(), dtype=torch.float32)
+    with torch.inference_mode():
+        forecast = emulator.step(x[:-1])
+    model = ((forecast - x[1:]) ** 2 * weights[:, None]).mean(dim=(0, 2, 3)).sqrt()
+    persistence = ((x[:-1] - x[1:]) ** 2 * weights[:, None]).mean(dim=(0, 2, 3)).sqrt()
+    assert (model < 0.5 * persistence).all(), (model / persistence).tolist()
