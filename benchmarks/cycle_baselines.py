@@ -31,7 +31,7 @@ SHOW = ("z500", "t850", "u250", "v500", "msl")
 
 
 def run_one(method: str, fraction: float, days: float, runs_dir: Path, params: dict) -> Path:
-    name = f"{method}-{int(round(fraction * 100))}pct-{days:g}d"
+    name = f"{method}-{round(fraction * 100)}pct-{days:g}d"
     run_dir = runs_dir / name
     status = run_dir / "run.json"
     if status.exists() and '"status": "complete"' in status.read_text():
@@ -58,7 +58,9 @@ def summarise(run_dir: Path) -> dict:
     out["oma"] = np.sqrt((scores["oma_rms"] ** 2).mean("time")).values / sigma
     members = int(xr.open_dataset(next((run_dir / "analysis").glob("*.nc"))).sizes["realization"])
     spread = np.sqrt((scores["background_spread"] ** 2).mean("time")).values
-    out["spread_skill"] = np.sqrt((members + 1) / members) * spread / out["background_rmse"] if members > 1 else None
+    out["spread_skill"] = (
+        np.sqrt((members + 1) / members) * spread / out["background_rmse"] if members > 1 else None
+    )
     out["seconds"] = statistics.median(scores["wall_seconds"].values.tolist())
     half = scores["analysis_rmse"].isel(time=slice(len(scores.time) // 2, None))
     days = (half.time - half.time[0]) / np.timedelta64(1, "D")
@@ -86,7 +88,9 @@ def main() -> None:
     results = {}
     for fraction in args.fractions:
         for method in args.methods:
-            results[(method, fraction)] = summarise(run_one(method, fraction, args.days, args.runs_dir, params))
+            results[(method, fraction)] = summarise(
+                run_one(method, fraction, args.days, args.runs_dir, params)
+            )
     labels = next(iter(results.values()))["labels"]
     cols = [c for c in SHOW if c in labels]
     idx = [labels.index(c) for c in cols]
@@ -98,18 +102,27 @@ def main() -> None:
             values = "".join(f"{r[key][i]:10.4g}" for i in idx)
             print(f"{method:7} {fraction:4.0%} {label:13}{values}")
         if r["spread_skill"] is not None:
-            print(f"{method:7} {fraction:4.0%} {'spread/skill':13}" + "".join(f"{r['spread_skill'][i]:10.3f}" for i in idx))
+            print(
+                f"{method:7} {fraction:4.0%} {'spread/skill':13}"
+                + "".join(f"{r['spread_skill'][i]:10.3f}" for i in idx)
+            )
         print(f"{method:7} {fraction:4.0%} {'s / window':13}{r['seconds']:10.3f}")
-    print("\nTargets at 5 %: analysis < background < free-run RMSE for every channel; LETKF <= 3D-Var; "
-          "EnKF spread/skill in [0.7, 1.3]; a 30-day 3D-Var cycle under 10 minutes.")
+    print(
+        "\nTargets at 5 %: analysis < background < free-run RMSE for every channel; LETKF <= 3D-Var; "
+        "EnKF spread/skill in [0.7, 1.3]; a 30-day 3D-Var cycle under 10 minutes."
+    )
     for fraction in args.fractions:
         if all((m, fraction) in results for m in ("none", "3dvar", "enkf")):
             free = results[("none", fraction)]["analysis_rmse"]
             for m in ("3dvar", "enkf"):
                 r = results[(m, fraction)]
-                ok = bool(np.all(r["analysis_rmse"] < r["background_rmse"]) and np.all(r["background_rmse"] < free))
+                ok = bool(
+                    np.all(r["analysis_rmse"] < r["background_rmse"]) and np.all(r["background_rmse"] < free)
+                )
                 print(f"  {fraction:4.0%} {m}: analysis < background < free run for every channel: {ok}")
-            better = results[("enkf", fraction)]["analysis_rmse"] <= results[("3dvar", fraction)]["analysis_rmse"]
+            better = (
+                results[("enkf", fraction)]["analysis_rmse"] <= results[("3dvar", fraction)]["analysis_rmse"]
+            )
             print(f"  {fraction:4.0%} LETKF <= 3D-Var in {int(better.sum())}/{len(labels)} channels")
 
 

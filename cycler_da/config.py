@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -9,6 +10,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cycler_da.variables import DEFAULT_CHANNELS, channels
+from forecast_models.emulator import ArchitectureConfig
+from forecast_models.training import TrainConfig
 
 
 class ConfigError(ValueError):
@@ -40,46 +43,35 @@ class ForecastDataConfig(Strict):
         return value
 
 
-class ForecastModelConfig(Strict):
-    name: str = "unet"
-    width: int = 32
-    depth: int = 2
-    blocks: int = 2
-
-
-class ForecastTrainingSettings(Strict):
-    epochs: int = 12
-    batch_size: int = 16
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    rollout_steps: int = 4
-    rollout_epochs: int = 2
-    rollout_lr: float = 2e-4
-    grad_clip: float = 1.0
-    seed: int = 0
-
-
 class ForecastTrainingConfig(Strict):
     """``cycler train forecast``: data, model and optimisation (every default written out)."""
 
     data: ForecastDataConfig = ForecastDataConfig()
-    model: ForecastModelConfig = ForecastModelConfig()
-    training: ForecastTrainingSettings = ForecastTrainingSettings()
+    model: ArchitectureConfig = ArchitectureConfig()
+    training: TrainConfig = TrainConfig()
 
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def _field_types(tp: Any) -> dict[str, Any]:
+    """Field name → annotation of a pydantic model or a dataclass (else empty)."""
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return {name: f.annotation for name, f in tp.model_fields.items()}
+    if dataclasses.is_dataclass(tp):
+        return {f.name: f.type for f in dataclasses.fields(tp)}
+    return {}
 
 
 def _describe(err: ValidationError, model: type[BaseModel]) -> str:
     lines = []
     for item in err.errors():
         where = ".".join(str(p) for p in item["loc"])
-        if item["type"] == "extra_forbidden":
+        if item["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             parent: Any = model
             for part in item["loc"][:-1]:
-                field_info = parent.model_fields.get(str(part)) if isinstance(parent, type) else None
-                parent = field_info.annotation if field_info is not None else None
-            allowed = sorted(parent.model_fields) if isinstance(parent, type) else []
+                parent = _field_types(parent).get(str(part))
+            allowed = sorted(_field_types(parent))
             lines.append(f"unknown key {where!r}; allowed here: {', '.join(allowed)}")
         else:
             lines.append(f"{where}: {item['msg']}")

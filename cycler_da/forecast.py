@@ -57,8 +57,8 @@ def train_forecast(
 ) -> dict:
     """Trains the emulator, writes the checkpoint with its manifest, and returns the manifest."""
     from forecast_models.checkpoint import save_checkpoint
-    from forecast_models.emulator import ArchitectureConfig, Emulator, build_network
-    from forecast_models.training import TrainConfig, train, validate
+    from forecast_models.emulator import Emulator, build_network
+    from forecast_models.training import train, validate
 
     state_path = out.with_name(out.name + ".train-state")
     if state_path.exists() and not resume:
@@ -70,11 +70,10 @@ def train_forecast(
     inc_std = increment_std(train_series.cpu(), weights.cpu())
 
     torch.manual_seed(config.training.seed)
-    arch = ArchitectureConfig(**config.model.model_dump())
-    network = build_network(arch, len(config.data.channels), grid.shape)
+    arch = config.model
+    network = build_network(arch, config.data.channels, grid.shape)
     emulator = Emulator(network, grid.latitudes, inc_std).to(device)
-    settings = TrainConfig(**config.training.model_dump())
-    result = train(emulator, train_series, valid_series, weights, settings, state_path, progress)
+    result = train(emulator, train_series, valid_series, weights, config.training, state_path, progress)
 
     scores = {}
     for hours in (6, 24):

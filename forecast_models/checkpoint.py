@@ -72,10 +72,11 @@ def load_checkpoint(
 
 def emulator_from_manifest(manifest: dict) -> Emulator:
     """An untrained emulator with the manifest's architecture, grid and increment scales."""
-    arch = ArchitectureConfig(**manifest["architecture"])
+    # Manifests from before pole_sign_flip existed were trained without it.
+    arch = ArchitectureConfig(**{"pole_sign_flip": False, **manifest["architecture"]})
     lat = np.asarray(manifest["grid"]["latitudes"])
     lon = np.asarray(manifest["grid"]["longitudes"])
-    network = build_network(arch, len(manifest["channels"]), (lat.size, lon.size))
+    network = build_network(arch, manifest["channels"], (lat.size, lon.size))
     return Emulator(network, lat, np.asarray(manifest["increment_std"]))
 
 

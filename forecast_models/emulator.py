@@ -27,24 +27,39 @@ class ArchitectureConfig:
         width: U-Net channels at full resolution / SFNO embedding dimension.
         depth: U-Net coarser levels.
         blocks: U-Net residual blocks per level / SFNO layers.
+        pole_sign_flip: U-Net: reverse wind components continued across the poles.
     """
+
+    __pydantic_config__ = {"extra": "forbid"}  # noqa: RUF012  (read by pydantic when used in YAML config)
 
     name: str = "unet"
     width: int = 32
     depth: int = 2
     blocks: int = 2
+    pole_sign_flip: bool = True
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def _build_unet(config: ArchitectureConfig, channels: int, grid_shape: tuple[int, int]) -> nn.Module:
+def _is_wind(label: str) -> bool:
+    from cycler_da.variables import channel
+
+    return channel(label).variable.name in ("u_component_of_wind", "v_component_of_wind")
+
+
+def _build_unet(config: ArchitectureConfig, labels: list[str], grid_shape: tuple[int, int]) -> nn.Module:
     from forecast_models.unet import SphereUNet
 
-    return SphereUNet(channels + STATIC_FEATURES, channels, config.width, config.depth, config.blocks)
+    sign = None
+    if config.pole_sign_flip:
+        sign = torch.tensor([-1.0 if _is_wind(label) else 1.0 for label in labels] + [1.0] * STATIC_FEATURES)
+    channels = len(labels)
+    return SphereUNet(channels + STATIC_FEATURES, channels, config.width, config.depth, config.blocks, sign)
 
 
-def _build_sfno(config: ArchitectureConfig, channels: int, grid_shape: tuple[int, int]) -> nn.Module:
+def _build_sfno(config: ArchitectureConfig, labels: list[str], grid_shape: tuple[int, int]) -> nn.Module:
+    channels = len(labels)
     try:
         from torch_harmonics.examples.models import SphericalFourierNeuralOperator
     except ImportError as err:
@@ -64,17 +79,17 @@ def _build_sfno(config: ArchitectureConfig, channels: int, grid_shape: tuple[int
     )
 
 
-ARCHITECTURES: dict[str, Callable[[ArchitectureConfig, int, tuple[int, int]], nn.Module]] = {
+ARCHITECTURES: dict[str, Callable[[ArchitectureConfig, list[str], tuple[int, int]], nn.Module]] = {
     "unet": _build_unet,
     "sfno": _build_sfno,
 }
 
 
-def build_network(config: ArchitectureConfig, channels: int, grid_shape: tuple[int, int]) -> nn.Module:
-    """Builds a registered architecture; an unknown name lists the known ones."""
+def build_network(config: ArchitectureConfig, labels: list[str], grid_shape: tuple[int, int]) -> nn.Module:
+    """Builds a registered architecture for the channel `labels`; an unknown name lists the known ones."""
     if config.name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {config.name!r}; known: {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[config.name](config, channels, grid_shape)
+    return ARCHITECTURES[config.name](config, list(labels), grid_shape)
 
 
 class Emulator(nn.Module):

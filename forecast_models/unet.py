@@ -13,10 +13,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def spherical_pad(x: Tensor, pad: int) -> Tensor:
-    """Pads ``(..., latitude, longitude)`` by `pad` cells on a global lat-lon grid.
+def spherical_pad(x: Tensor, pad: int, pole_sign: Tensor | None = None) -> Tensor:
+    """Pads ``(..., channel, latitude, longitude)`` by `pad` cells on a global lat-lon grid.
 
     Latitude must run pole to pole (either direction) with an even number of longitudes.
+    `pole_sign` (channel,) multiplies the rows continued across a pole: -1 for wind
+    components, whose local east and north directions reverse there.
     """
     if pad == 0:
         return x
@@ -24,6 +26,9 @@ def spherical_pad(x: Tensor, pad: int) -> Tensor:
     half = nlon // 2
     first = torch.roll(x[..., :pad, :].flip(-2), half, dims=-1)
     last = torch.roll(x[..., -pad:, :].flip(-2), half, dims=-1)
+    if pole_sign is not None:
+        sign = pole_sign.to(x.dtype)[:, None, None]
+        first, last = first * sign, last * sign
     x = torch.cat([first, x, last], dim=-2)
     return torch.cat([x[..., -pad:], x, x[..., :pad]], dim=-1)
 
@@ -31,13 +36,15 @@ def spherical_pad(x: Tensor, pad: int) -> Tensor:
 class SphereConv(nn.Module):
     """A 3×3 (or k×k) convolution with spherical padding."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
+                 pole_sign: Tensor | None = None):  # fmt: skip
         super().__init__()
         self.pad = kernel_size // 2
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size)
+        self.register_buffer("pole_sign", pole_sign)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(spherical_pad(x, self.pad))
+        return self.conv(spherical_pad(x, self.pad, self.pole_sign))
 
 
 class ResBlock(nn.Module):
@@ -64,13 +71,16 @@ class SphereUNet(nn.Module):
         width: Channels at full resolution; doubled at each coarser level.
         depth: Number of coarser levels (lat and lon must be divisible by 2**depth).
         blocks: Residual blocks per level.
+        pole_sign: (in_channels,) signs for input rows continued across the poles (see
+            :func:`spherical_pad`); None keeps them as they are.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, width: int = 32, depth: int = 2, blocks: int = 2):
+    def __init__(self, in_channels: int, out_channels: int, width: int = 32, depth: int = 2, blocks: int = 2,
+                 pole_sign: Tensor | None = None):  # fmt: skip
         super().__init__()
         widths = [width * 2**i for i in range(depth + 1)]
         self.depth = depth
-        self.stem = SphereConv(in_channels, width)
+        self.stem = SphereConv(in_channels, width, pole_sign=pole_sign)
         self.down = nn.ModuleList()
         self.encoder = nn.ModuleList()
         for i, w in enumerate(widths):

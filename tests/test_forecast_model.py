@@ -28,7 +28,7 @@ LABELS = ["z500", "t850", "msl"]
 
 def _emulator(seed: int = 0, width: int = 8) -> Emulator:
     torch.manual_seed(seed)
-    net = build_network(ArchitectureConfig(width=width, depth=2, blocks=1), len(LABELS), GRID.shape)
+    net = build_network(ArchitectureConfig(width=width, depth=2, blocks=1), LABELS, GRID.shape)
     return Emulator(net, GRID.latitudes, np.array([0.5, 0.4, 0.3]))
 
 
@@ -52,6 +52,15 @@ def test_spherical_pad_wraps_longitude_and_crosses_poles():
     # Beyond the first row: the same row seen across the pole, i.e. 180° away.
     assert torch.equal(p[0, 0, 0, 1:-1], torch.roll(x[0, 0, 0], lon // 2))
     assert torch.equal(p[0, 0, -1, 1:-1], torch.roll(x[0, 0, -1], lon // 2))
+
+
+def test_pole_sign_flips_winds_only():
+    x = torch.ones(1, 3, 4, 8)
+    p = spherical_pad(x, 1, torch.tensor([1.0, -1.0, 1.0]))
+    assert torch.equal(p[0, 1, 0], -torch.ones(10)) and torch.equal(p[0, 1, -1], -torch.ones(10))
+    assert torch.equal(p[0, 0, 0], torch.ones(10)) and torch.equal(p[0, 1, 1:-1], torch.ones(4, 10))
+    net = build_network(ArchitectureConfig(width=8), ["z500", "u500", "v850"], GRID.shape)
+    assert net.stem.pole_sign.tolist() == [1.0, -1.0, -1.0, 1.0, 1.0]  # + sin/cos latitude
 
 
 def test_untrained_emulator_is_persistence_and_shapes():
@@ -106,7 +115,7 @@ def test_checkpoint_errors(tmp_path):
     with pytest.raises(CheckpointError, match="not a cycler forecast checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
     with pytest.raises(ValueError, match="unknown architecture 'transformer'; known: \\['sfno', 'unet'\\]"):
-        build_network(ArchitectureConfig(name="transformer"), 3, GRID.shape)
+        build_network(ArchitectureConfig(name="transformer"), LABELS, GRID.shape)
 
 
 def test_sfno_missing_names_the_install_command():
@@ -115,9 +124,9 @@ def test_sfno_missing_names_the_install_command():
         import torch_harmonics  # noqa: F401
     except ImportError:
         with pytest.raises(ImportError, match=r"pip install --no-deps torch-harmonics==0\.9\.3"):
-            build_network(ArchitectureConfig(name="sfno"), 3, GRID.shape)
+            build_network(ArchitectureConfig(name="sfno"), LABELS, GRID.shape)
     else:
-        net = build_network(ArchitectureConfig(name="sfno", width=16, blocks=2), 3, (32, 64))
+        net = build_network(ArchitectureConfig(name="sfno", width=16, blocks=2), LABELS, (32, 64))
         assert net(torch.zeros(1, 5, 32, 64)).shape == (1, 3, 32, 64)
 
 
