@@ -180,8 +180,6 @@ def train_forecast(
 
     Example: cycler train forecast --epochs 12 --out forecast.pt
     """
-    import sys
-
     from cycler_da.config import ConfigError, ForecastTrainingConfig, dump_config, load_config
     from cycler_da.forecast import train_forecast as run_training
 
@@ -199,8 +197,10 @@ def train_forecast(
             _fail("--device cuda asked for, but torch sees no CUDA device")
     n = set_threads(threads)
     typer.echo(f"# resolved config ({n} thread(s), device {device})\n{dump_config(cfg)}")
+    given = {"--config": config, "--device": device, "--epochs": epochs, "--out": out, "--threads": threads}
+    command = " ".join(["cycler train forecast", *(f"{k} {v}" for k, v in given.items() if v is not None)])
     try:
-        manifest = run_training(cfg, out, device, resume, command="cycler " + " ".join(sys.argv[1:]))
+        manifest = run_training(cfg, out, device, resume, command=command + (" --resume" if resume else ""))
     except (ValueError, FileExistsError, FileNotFoundError, ImportError) as err:
         _fail(str(err))
     scores = manifest["validation"]
