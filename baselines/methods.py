@@ -25,8 +25,10 @@ def _none(context: MethodContext) -> FreeRun:
 
 
 @register("3dvar")
-def _3dvar(context: MethodContext, b_scale: float = 1.0, length_scale_km: float | None = None,
+def _3dvar(context: MethodContext, b_scale: float = 2.5, length_scale_km: float | None = None,
            max_iterations: int = 100, tolerance: float = 1e-6) -> ThreeDVar:  # fmt: skip
+    # b_scale 2.5: the best of 1, 1.5, 2.5 and 4 in 10-day cycles at 5 % observations (z500
+    # analysis RMSE over days 5-10: 521, 316, 239, 243 m² s⁻²); B comes from 24-h forecast errors.
     if context.background_error is None:
         raise ValueError("3dvar needs background-error statistics (context.background_error)")
     stats = context.background_error

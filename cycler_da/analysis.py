@@ -9,6 +9,7 @@ methods through the ``cycler.analysis_methods`` entry-point group.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -121,6 +122,16 @@ def known_methods() -> list[str]:
     names = set(_REGISTRY)
     names.update(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
     return sorted(names)
+
+
+def method_defaults(name: str) -> dict[str, Any]:
+    """The parameters a method's builder takes, with their defaults (for the resolved config)."""
+    _load_builtins()
+    builder = _REGISTRY.get(name)
+    if builder is None:
+        return {}
+    parameters = list(inspect.signature(builder).parameters.values())[1:]  # after the context
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
 
 
 def build_method(name: str, context: MethodContext, **params: Any) -> AnalysisMethod:

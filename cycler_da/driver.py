@@ -19,7 +19,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from cycler_da import __version__, nature
-from cycler_da.analysis import MethodContext, build_method, known_methods
+from cycler_da.analysis import MethodContext, build_method, known_methods, method_defaults
 from cycler_da.config import ConfigError, dump_config
 from cycler_da.normalization import NormStats
 from cycler_da.observing import QC_MEANINGS, QC_USED, quality_control, simulate, window_generator
@@ -72,6 +72,11 @@ def resolve(config: RunConfig) -> RunConfig:
                 f"observations.absolute_error: {label!r} is not one of the channels {config.channels}"
             )
     data = config.model_dump()
+    unknown = set(config.method.params) - set(method_defaults(config.method.name))
+    if unknown and method_defaults(config.method.name):
+        raise ConfigError(f"method.params: {sorted(unknown)} are not parameters of {config.method.name!r}; "
+                          f"allowed: {', '.join(method_defaults(config.method.name))}")  # fmt: skip
+    data["method"]["params"] = {**method_defaults(config.method.name), **config.method.params}
     defaults = METHOD_DEFAULTS.get(config.method.name, {})
     if "members" in defaults and config.ensemble.members == 1:
         data["ensemble"]["members"] = defaults["members"]
@@ -185,9 +190,8 @@ def setup(config: RunConfig, run_dir: Path) -> Setup:
     error_std = np.full(len(labels), cfg.observations.relative_error)
     for label, value in cfg.observations.absolute_error.items():
         error_std[index[label]] = value / stats.std[index[label]]
-    b_scale = float(cfg.method.params.get("b_scale", 1.0))
     return Setup(cfg, run_dir, labels, grid, stats, truth, times, truth_path, emulator, checkpoint, sha, method,
-                 networks, error_std, bstats.std * b_scale, windows, device)  # fmt: skip
+                 networks, error_std, bstats.std * cfg.observations.qc.background_error_scale, windows, device)  # fmt: skip
 
 
 def _forecast_from_truth(s: Setup, valid: pd.Timestamp) -> torch.Tensor:

@@ -77,10 +77,14 @@ class QCSection(Strict):
     """Quality control applied identically before every method.
 
     background_check: reject |O−B| > k·sqrt(σ_o² + σ_b²) (None disables).
+    background_error_scale: σ_b of a single-member background = this × the std of 24-h
+        forecast errors over the training years (an ensemble uses its spread); independent
+        of any method's parameters, so QC is identical for every method.
     thinning_km: keep at most one observation per channel within this distance (None: off).
     """
 
     background_check: float | None = 5.0
+    background_error_scale: float = 2.5
     thinning_km: float | None = None
 
 

@@ -66,6 +66,10 @@ def test_cycle_writes_the_layout(tmp_path, tiny_checkpoint, method, members):
     resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert resolved["method"]["name"] == method and resolved["ensemble"]["members"] == members
     assert resolved["observations"]["qc"]["background_check"] == 5.0  # defaults written out
+    if method == "3dvar":
+        assert resolved["method"]["params"]["b_scale"] == 2.5
+    if method == "enkf":
+        assert resolved["method"]["params"] == {"localization_km": 1500.0, "inflation": 1.0, "rtps": 0.5}
     status = yaml.safe_load((run_dir / "run.json").read_text())
     assert status["status"] == "complete" and status["windows_done"] == stamps
     assert status["truth"] and status["checkpoint"]["sha256"]
@@ -132,6 +136,13 @@ def test_resume_equals_uninterrupted(tmp_path, tiny_checkpoint, monkeypatch):
 def test_errors_are_clear_and_keep_earlier_windows(tmp_path, tiny_checkpoint, monkeypatch):
     with pytest.raises(ConfigError, match=r"unknown analysis method 'optimal'; known: .*3dvar"):
         run_cycle(_config(tmp_path, tiny_checkpoint, method={"name": "optimal"}), progress=False)
+    with pytest.raises(
+        ConfigError, match=r"\['radius'\] are not parameters of 'enkf'; allowed: localization_km"
+    ):
+        run_cycle(
+            _config(tmp_path, tiny_checkpoint, method={"name": "enkf", "params": {"radius": 3}}),
+            progress=False,
+        )
     with pytest.raises(ConfigError, match=r"unknown key 'run\.dayz'"):
         parse_config({"run": {"dayz": 3}}, RunConfig)
     with pytest.raises(FileNotFoundError, match="no such checkpoint"):
