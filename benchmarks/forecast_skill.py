@@ -57,8 +57,10 @@ def main() -> None:
     emulator, manifest = load_checkpoint(args.checkpoint)
     labels = manifest["channels"]
     stats = NormStats.from_dict(manifest["normalisation"])
-    spec = nature.NatureSpec(**{k: manifest["training"]["data"][k] for k in ("seed",)},
-                             resolution=manifest["training"]["data"]["resolution"])  # fmt: skip
+    data = manifest["training"]["data"]
+    spec = nature.NatureSpec(
+        resolution=data["resolution"], seed=data["seed"], compiled=data["integrator"] == "compiled"
+    )
     print(f"forecast_skill benchmark — {date.today()} — {platform.machine()}, {torch.get_num_threads()} "
           f"torch threads, torch {torch.__version__}\ncheckpoint {args.checkpoint} "
           f"({manifest['parameters']:,} parameters, {manifest['architecture']})")  # fmt: skip

@@ -140,12 +140,11 @@ def setup(config: RunConfig, run_dir: Path) -> Setup:
     start = pd.Timestamp(cfg.run.start)
     windows = pd.date_range(start + STEP, start + pd.Timedelta(days=cfg.run.days), freq=STEP)
     members = cfg.ensemble.members
+    # The oldest truth any forecast-from-truth needs (the cold start; later seed-protocol
+    # backgrounds start after it).
     earliest = start - pd.Timedelta(
         hours=cfg.cold_start.lead_hours + cfg.cold_start.lagged_hours * (members - 1)
     )
-    if cfg.run.protocol == "seed":
-        earliest = min(earliest, windows[0] - pd.Timedelta(hours=cfg.cold_start.lead_hours
-                                                             + cfg.cold_start.lagged_hours * (members - 1)))  # fmt: skip
     checkpoint = DEFAULT_CHECKPOINT if cfg.forecast.checkpoint == "default" else Path(cfg.forecast.checkpoint)
     emulator, manifest = load_checkpoint(checkpoint, device)
     ds, truth_path, source_key = _open_truth(cfg, earliest, windows[-1])
@@ -331,8 +330,8 @@ def run_cycle(config: RunConfig, resume: bool = False, progress: bool = True) ->
             x_a_phys = s.stats.denormalise(analysis_state.detach()).float()
             x_b_phys = s.stats.denormalise(x_b).float()
             x_a = s.stats.normalise(x_a_phys)
+            omb = wobs.values - wobs.background_equivalent
             with torch.no_grad():
-                omb = wobs.values - wobs.operator(x_b.double()).mean(0).cpu().numpy()
                 oma = wobs.values - wobs.operator(x_a.double()).mean(0).cpu().numpy()
             seconds = clock.perf_counter() - began
             _write_window(s, t, x_b_phys, x_a_phys, wobs, omb, oma)

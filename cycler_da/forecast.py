@@ -12,7 +12,7 @@ import torch
 
 from cycler_da import __version__, nature
 from cycler_da.config import ForecastTrainingConfig
-from cycler_da.normalization import NormStats, compute_stats
+from cycler_da.normalization import compute_stats
 from cycler_da.provenance import git_commit
 from cycler_da.state import Grid, to_tensor
 from cycler_da.variables import TIME
@@ -113,7 +113,3 @@ def train_forecast(
     save_checkpoint(out, emulator.cpu(), manifest)
     state_path.unlink(missing_ok=True)
     return manifest
-
-
-def norm_stats_from_manifest(manifest: dict) -> NormStats:
-    return NormStats.from_dict(manifest["normalisation"])

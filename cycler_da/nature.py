@@ -183,11 +183,17 @@ def _month_files(spec: NatureSpec, month: pd.Timestamp) -> tuple[Path, Path]:
     return spec.cache_dir / f"{stem}.nc", spec.cache_dir / f"{stem}.next-state.npz"
 
 
-def _start_state(spec: NatureSpec, month: pd.Timestamp, progress: bool):
+def _shipped_start(spec: NatureSpec, month: pd.Timestamp):
+    """The shipped state that starts `month` of the canonical trajectory, or None."""
     if spec.resolution == "T21" and spec.seed == 0:
-        snapshots = shipped_snapshots("T21")
-        if month in snapshots:
-            return snapshots[month]
+        return shipped_snapshots("T21").get(month)
+    return None
+
+
+def _start_state(spec: NatureSpec, month: pd.Timestamp, progress: bool):
+    shipped = _shipped_start(spec, month)
+    if shipped is not None:
+        return shipped
     if month == ORIGIN:
         return _branch_origin(spec, progress)
     previous = month - pd.offsets.MonthBegin(1)
@@ -292,7 +298,7 @@ def ensure_nature(
 
 
 def _has_start(spec: NatureSpec, month: pd.Timestamp) -> bool:
-    if spec.resolution == "T21" and spec.seed == 0 and month in shipped_snapshots("T21"):
+    if _shipped_start(spec, month) is not None:
         return True
     return _month_files(spec, month - pd.offsets.MonthBegin(1))[1].exists()
 

@@ -61,15 +61,12 @@ class NormStats:
 
     def mismatch(self, other: NormStats, rtol: float = 1e-3) -> str | None:
         """Says how two sets of statistics differ, or None when they agree."""
+        from forecast_models.checkpoint import normalisation_mismatch
+
         if self.channels != other.channels:
             return f"channels differ: {list(self.channels)} vs {list(other.channels)}"
-        # Both compared in units of std: means of wind channels are near zero.
-        for name, a, b in (("mean", self.mean, other.mean), ("std", self.std, other.std)):
-            bad = np.abs(a - b) > rtol * self.std
-            if bad.any():
-                labels = [c for c, flag in zip(self.channels, bad, strict=True) if flag]
-                return f"normalisation {name} differs for channels {labels}"
-        return None
+        found = normalisation_mismatch(self.channels, (self.mean, self.std), (other.mean, other.std), rtol)
+        return None if found is None else f"normalisation {found[0]} differs for channels {found[1]}"
 
 
 def _period(ds: xr.Dataset, start: str, end: str) -> xr.Dataset:

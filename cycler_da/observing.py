@@ -39,6 +39,7 @@ class WindowObservations:
     Attributes:
         channel, latitude, longitude, values, error_std: every observation (normalised units).
         flags: QC flag per observation (see QC_MEANINGS).
+        background_equivalent: H(background), ensemble mean, per observation (normalised).
         used: Observations that passed QC, ready for the analysis (None if none passed).
     """
 
@@ -48,6 +49,7 @@ class WindowObservations:
     values: np.ndarray
     error_std: np.ndarray
     flags: np.ndarray
+    background_equivalent: np.ndarray
     operator: PointObservationOperator
     used: Observations | None
 
@@ -110,9 +112,9 @@ def quality_control(
     flags = np.full(len(values), QC_USED, dtype=np.int8)
     flags[~np.isfinite(values)] = QC_NONFINITE
     operator = PointObservationOperator(channel, latitude, longitude, grid_latitudes, grid_longitudes)
+    with torch.no_grad():
+        hx = operator(background.double()).cpu().numpy()  # (members, obs)
     if background_check is not None and len(values):
-        with torch.no_grad():
-            hx = operator(background.double()).cpu().numpy()  # (members, obs)
         if hx.shape[0] > 1:
             sigma_b = hx.std(axis=0, ddof=1)
         else:
@@ -131,7 +133,9 @@ def quality_control(
             torch.as_tensor(error_std[keep], device=background.device),
             operator.subset(keep),
         )
-    return WindowObservations(channel, latitude, longitude, values, error_std, flags, operator, used)
+    return WindowObservations(
+        channel, latitude, longitude, values, error_std, flags, hx.mean(axis=0), operator, used
+    )
 
 
 def _thin(channel, latitude, longitude, candidate: np.ndarray, km: float) -> np.ndarray:

@@ -80,6 +80,24 @@ def emulator_from_manifest(manifest: dict) -> Emulator:
     return Emulator(network, lat, np.asarray(manifest["increment_std"]))
 
 
+def normalisation_mismatch(
+    channels: list[str] | tuple[str, ...],
+    reference: tuple[np.ndarray, np.ndarray],
+    other: tuple[np.ndarray, np.ndarray],
+    rtol: float = 1e-3,
+) -> tuple[str, list[str]] | None:
+    """("mean" or "std", the channels at fault) where two (mean, std) pairs differ, else None.
+
+    Both are compared in units of the reference std: means of wind channels are near zero.
+    """
+    scale = np.asarray(reference[1])
+    for key, ours, theirs in zip(("mean", "std"), reference, other, strict=True):
+        bad = np.abs(np.asarray(ours) - np.asarray(theirs)) > rtol * scale
+        if bad.any():
+            return key, [c for c, flag in zip(channels, bad, strict=True) if flag]
+    return None
+
+
 def check_compatible(
     manifest: dict,
     channels: list[str] | tuple[str, ...],
@@ -103,13 +121,10 @@ def check_compatible(
     if not (np.allclose(lat, latitudes, atol=1e-4) and np.allclose(lon, longitudes, atol=1e-4)):
         raise CheckpointError(f"{name} was trained on a grid with other latitudes/longitudes than the data's")
     norm = manifest["normalisation"]
-    scale = np.asarray(norm["std"])  # means are compared in units of std: wind means are near 0
-    for key, ours in (("mean", mean), ("std", std)):
-        theirs = np.asarray(norm[key])
-        bad = np.abs(theirs - np.asarray(ours)) > rtol * scale
-        if bad.any():
-            labels = [c for c, flag in zip(want, bad, strict=True) if flag]
-            raise CheckpointError(
-                f"{name}'s normalisation {key} differs from the data's for channels {labels} "
-                f"(trained on {norm.get('period')})"
-            )
+    found = normalisation_mismatch(want, (norm["mean"], norm["std"]), (mean, std), rtol)
+    if found is not None:
+        key, labels = found
+        raise CheckpointError(
+            f"{name}'s normalisation {key} differs from the data's for channels {labels} "
+            f"(trained on {norm.get('period')})"
+        )
