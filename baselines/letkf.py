@@ -8,11 +8,16 @@ analysis is computed in closed form:
 
 with Ỹ the observation-space ensemble perturbations. All columns are solved at once as a
 batch of N×N symmetric eigenproblems, and every channel of a column shares its weights.
-Inflation: multiplicative (of the prior perturbations) and/or relaxation to prior spread
-(RTPS, Whitaker & Hamill 2012). Without localisation this is exactly the ETKF.
+Inflation: multiplicative (of the prior perturbations), relaxation to prior spread (RTPS,
+Whitaker & Hamill 2012) and additive (zero-mean draws from a climatological B added to the
+analysis members, Whitaker et al. 2008). Additive inflation stands in for the model error the
+ensemble cannot represent: the neural forecast model damps perturbations, so without it the
+spread collapses. Without localisation and inflation this is exactly the ETKF.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -43,10 +48,18 @@ class LETKF:
             inf disables localisation (ETKF).
         inflation: Multiplicative prior inflation factor (1 = none).
         rtps: Relaxation-to-prior-spread coefficient α in [0, 1] (0 = none).
+        additive: Optional ``sample(members, generator) -> (members, channel, lat, lon)``
+            drawing additive-inflation perturbations; their ensemble mean is removed before
+            they are added, so the analysis mean is unchanged.
+        channel_localization: Optional (channel, channel) factors in [0, 1]: the analysis of
+            channel c weights observations of channel c' by L[c, c'] on top of the distance
+            weights (None: every channel of a column shares one set of weights).
     """
 
     def __init__(self, latitudes: np.ndarray, longitudes: np.ndarray, localization_km: float | None = 1500.0,
-                 inflation: float = 1.0, rtps: float = 0.5):  # fmt: skip
+                 inflation: float = 1.0, rtps: float = 0.5,
+                 additive: Callable[[int, torch.Generator | None], Tensor] | None = None,
+                 channel_localization: Tensor | None = None):  # fmt: skip
         if inflation < 1 or not 0 <= rtps <= 1:
             raise ValueError(f"inflation must be >= 1 and rtps in [0, 1]; got {inflation}, {rtps}")
         self.latitudes = np.asarray(latitudes, float)
@@ -54,6 +67,8 @@ class LETKF:
         self.localization_km = localization_km
         self.inflation = inflation
         self.rtps = rtps
+        self.additive = additive
+        self.channel_localization = channel_localization
 
     def _localisation(self, obs_lat: np.ndarray, obs_lon: np.ndarray, dtype, device) -> Tensor:
         """Weights (column, obs)."""
@@ -81,21 +96,21 @@ class LETKF:
         rho = self._localisation(lat, lon, dtype, x.device) * inv_r  # (column, obs)
         innovation = observations.values.to(dtype) - y_mean  # (obs,)
 
-        n1 = members - 1
-        outer = (y_pert[:, :, None] * y_pert[:, None, :]).reshape(len(innovation), -1)  # (obs, N·N)
-        a = (rho @ outer).reshape(-1, members, members) + n1 * torch.eye(
-            members, dtype=dtype, device=x.device
-        )
-        values, vectors = torch.linalg.eigh(a)  # (column, N), (column, N, N)
-        pa = (vectors / values[:, None, :]) @ vectors.transpose(1, 2)
-        w_mean = pa @ (y_pert.T @ (rho * innovation).T).T[..., None]  # (column, N, 1)
-        w_pert = (vectors * torch.sqrt(n1 / values)[:, None, :]) @ vectors.transpose(1, 2)
-        weights = w_pert + w_mean  # (column, N, N): member j's analysis weights in column k
-
         pert = (
             (x - x.mean(dim=0, keepdim=True)).reshape(members, channels, -1).permute(2, 1, 0)
         )  # (col, C, N)
-        analysis = x.mean(dim=0).reshape(channels, -1).T[:, :, None] + pert @ weights  # (col, C, N)
+        mean = x.mean(dim=0).reshape(channels, -1).T  # (col, C)
+        if self.channel_localization is None:
+            weights = _transform_weights(rho, y_pert, innovation)  # one set for every channel
+            analysis = mean[:, :, None] + pert @ weights  # (col, C, N)
+        else:
+            # Each analysed channel c weights observations of channel c' by L[c, c'] too.
+            obs_channel = torch.as_tensor(observations.operator.channel, device=x.device)
+            analysis = torch.empty_like(pert)
+            for c in range(channels):
+                factor = self.channel_localization[c].to(device=x.device, dtype=dtype)[obs_channel]
+                weights = _transform_weights(rho * factor, y_pert, innovation)
+                analysis[:, c] = mean[:, c, None] + (pert[:, c : c + 1] @ weights)[:, 0]
         analysis = analysis.permute(2, 1, 0).reshape(members, channels, nlat, nlon)
         if self.rtps > 0:
             a_mean = analysis.mean(dim=0, keepdim=True)
@@ -104,6 +119,9 @@ class LETKF:
             post_spread = a_pert.std(dim=0, keepdim=True).clamp_min(1e-12)
             factor = self.rtps * (prior_spread - post_spread) / post_spread + 1
             analysis = a_mean + a_pert * factor
+        if self.additive is not None:
+            noise = self.additive(members, generator).to(dtype)
+            analysis = analysis + noise - noise.mean(dim=0, keepdim=True)
         observed = rho.sum(dim=1) > 0
         return Analysis(
             analysis.to(background.dtype),
@@ -113,6 +131,19 @@ class LETKF:
                 "posterior_spread": float((analysis - analysis.mean(0)).std(dim=0).pow(2).mean().sqrt()),
             },
         )
+
+
+def _transform_weights(rho: Tensor, y_pert: Tensor, innovation: Tensor) -> Tensor:
+    """Per-column analysis weights ``w̄ + W`` (column, N, N) for localised inverse error variances rho."""
+    members = y_pert.shape[1]
+    n1 = members - 1
+    outer = (y_pert[:, :, None] * y_pert[:, None, :]).reshape(len(innovation), -1)  # (obs, N·N)
+    eye = torch.eye(members, dtype=rho.dtype, device=rho.device)
+    values, vectors = torch.linalg.eigh((rho @ outer).reshape(-1, members, members) + n1 * eye)
+    pa = (vectors / values[:, None, :]) @ vectors.transpose(1, 2)
+    w_mean = pa @ (y_pert.T @ (rho * innovation).T).T[..., None]  # (column, N, 1)
+    w_pert = (vectors * torch.sqrt(n1 / values)[:, None, :]) @ vectors.transpose(1, 2)
+    return w_pert + w_mean  # member j's analysis weights in column k: [k, :, j]
 
 
 def _obs_locations(observations: Observations) -> tuple[np.ndarray, np.ndarray]:

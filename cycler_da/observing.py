@@ -106,8 +106,10 @@ def quality_control(
 
     Args:
         background: Normalised background, (realization, channel, lat, lon).
-        background_std: σ_b per channel and latitude (normalised) for the background check,
-            used when the background has a single member; an ensemble uses its spread.
+        background_std: σ_b per channel and latitude (normalised) for the background check.
+            Every method, ensemble or not, is checked against this same σ_b: an ensemble's
+            spread would make QC depend on the method (and a collapsed spread would reject
+            the very observations that could correct it).
     """
     flags = np.full(len(values), QC_USED, dtype=np.int8)
     flags[~np.isfinite(values)] = QC_NONFINITE
@@ -115,11 +117,8 @@ def quality_control(
     with torch.no_grad():
         hx = operator(background.double()).cpu().numpy()  # (members, obs)
     if background_check is not None and len(values):
-        if hx.shape[0] > 1:
-            sigma_b = hx.std(axis=0, ddof=1)
-        else:
-            rows = np.abs(grid_latitudes[None, :] - latitude[:, None]).argmin(axis=1)
-            sigma_b = background_std[channel, rows]
+        rows = np.abs(grid_latitudes[None, :] - latitude[:, None]).argmin(axis=1)
+        sigma_b = background_std[channel, rows]
         departure = np.abs(values - hx.mean(axis=0))
         bad = departure > background_check * np.sqrt(error_std**2 + sigma_b**2)
         flags[(flags == QC_USED) & bad] = QC_BACKGROUND

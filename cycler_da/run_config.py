@@ -77,9 +77,9 @@ class QCSection(Strict):
     """Quality control applied identically before every method.
 
     background_check: reject |O−B| > k·sqrt(σ_o² + σ_b²) (None disables).
-    background_error_scale: σ_b of a single-member background = this × the std of 24-h
-        forecast errors over the training years (an ensemble uses its spread); independent
-        of any method's parameters, so QC is identical for every method.
+    background_error_scale: σ_b = this × the std of 24-h forecast errors over the training
+        years, for every method (ensembles too); independent of any method's parameters, so
+        QC is identical for every method.
     thinning_km: keep at most one observation per channel within this distance (None: off).
     """
 
@@ -148,5 +148,5 @@ class RunConfig(Strict):
 
 # Method defaults that make sense without a config file (written into the resolved config).
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "enkf": {"members": 20},
+    "enkf": {"members": 40},
 }

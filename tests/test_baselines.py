@@ -115,6 +115,27 @@ def test_letkf_localisation_and_rtps():
         LETKF(GRID.latitudes, GRID.longitudes).analyse(x[:1], obs)
 
 
+def test_letkf_additive_inflation_draws_from_b():
+    obs, _ = _observations(10, seed=7)
+    context = MethodContext(("z500", "t850"), GRID.latitudes, GRID.longitudes, _stats().as_dict())
+    x = torch.randn(
+        64, CHANNELS, *GRID.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(8)
+    )
+    plain = build_method("enkf", context, rtps=0.0).analyse(x, obs).state
+    runs = [build_method("enkf", context, rtps=0.0, additive=0.5).analyse(x, obs, generator=torch.Generator().manual_seed(9)).state
+            for _ in range(2)]  # fmt: skip
+    torch.testing.assert_close(runs[0], runs[1])  # the generator makes it reproducible
+    torch.testing.assert_close(runs[0].mean(0), plain.mean(0))  # zero-mean: the analysis mean is kept
+    # The added perturbations have B's variance × 0.5² (up to sampling error of 64 members).
+    added_var = (runs[0] - plain).var(0).mean(-1)  # (channel, lat)
+    expected = torch.as_tensor(0.25 * _stats().std ** 2)
+    assert torch.allclose(added_var, expected, rtol=0.35)
+    with pytest.raises(ValueError, match="additive must be >= 0"):
+        build_method("enkf", context, additive=-1.0)
+    with pytest.raises(ValueError, match="background-error statistics"):
+        build_method("enkf", MethodContext(("z500", "t850"), GRID.latitudes, GRID.longitudes), additive=0.5)
+
+
 def _far_columns(obs: Observations, km: float) -> np.ndarray:
     from baselines.covariance import great_circle_km
 
