@@ -18,7 +18,7 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from cycler_da import __version__, nature
+from cycler_da import __version__, nature, run_forecasts
 from cycler_da.analysis import MethodContext, build_method, known_methods, method_defaults
 from cycler_da.config import ConfigError, dump_config
 from cycler_da.normalization import NormStats
@@ -26,6 +26,7 @@ from cycler_da.observing import QC_MEANINGS, QC_USED, quality_control, simulate,
 from cycler_da.provenance import config_hash, file_hash, git_commit
 from cycler_da.regrid import regrid
 from cycler_da.run_config import METHOD_DEFAULTS, RunConfig
+from cycler_da.run_forecasts import write_forecast_scores
 from cycler_da.run_io import (
     make_run_dir,
     now,
@@ -40,12 +41,15 @@ from cycler_da.run_io import (
 )
 from cycler_da.sources import DataError, open_dataset
 from cycler_da.state import Grid, to_tensor
-from cycler_da.statistics_cache import background_error_stats, truth_norm_stats
+from cycler_da.statistics_cache import background_error_stats, truth_climatology, truth_norm_stats
 from cycler_da.variables import TIME
 from forecast_models.checkpoint import DEFAULT_CHECKPOINT, check_compatible, load_checkpoint
 from observation_ops.networks import NetworkSpec
 
 STEP = pd.Timedelta(hours=6)
+
+
+FORECAST_SCORES = "forecast_scores.nc"
 
 
 class RunError(RuntimeError):
@@ -106,6 +110,11 @@ class Setup:
     background_std: np.ndarray  # normalised, (channel, lat)
     windows: pd.DatetimeIndex
     device: torch.device
+    climatology: np.ndarray | None = None  # physical (channel, lat, lon), for forecast ACC
+
+    def truth_or_none(self, time: pd.Timestamp) -> torch.Tensor | None:
+        """The truth at `time` if the loaded truth covers it (forecast verification)."""
+        return self.truth_at(time) if time in self.truth_times else None
 
     def truth_at(self, time: pd.Timestamp) -> torch.Tensor:
         index = self.truth_times.get_indexer([time])[0]
@@ -147,7 +156,9 @@ def setup(config: RunConfig, run_dir: Path) -> Setup:
     )
     checkpoint = DEFAULT_CHECKPOINT if cfg.forecast.checkpoint == "default" else Path(cfg.forecast.checkpoint)
     emulator, manifest = load_checkpoint(checkpoint, device)
-    ds, truth_path, source_key = _open_truth(cfg, earliest, windows[-1])
+    # Forecasts from analyses are scored as far as the truth reaches past the last window.
+    last = windows[-1] + pd.Timedelta(hours=cfg.forecast.max_lead_hours if cfg.forecast.from_hours else 0)
+    ds, truth_path, source_key = _open_truth(cfg, earliest, last)
     model_grid = Grid.from_dict(manifest["grid"])
     if not Grid.from_dataset(ds).same_as(model_grid):
         ds = regrid(ds, model_grid)
@@ -159,7 +170,7 @@ def setup(config: RunConfig, run_dir: Path) -> Setup:
     except ValueError as err:
         raise RunError(str(err)) from err
     sha = file_hash(checkpoint)
-    window_ds = ds.sel({TIME: slice(earliest, windows[-1])}).load()
+    window_ds = ds.sel({TIME: slice(earliest, last)}).load()
     times = pd.DatetimeIndex(window_ds[TIME].values)
     missing = windows.difference(times)
     if len(missing):
@@ -189,8 +200,12 @@ def setup(config: RunConfig, run_dir: Path) -> Setup:
     error_std = np.full(len(labels), cfg.observations.relative_error)
     for label, value in cfg.observations.absolute_error.items():
         error_std[index[label]] = value / stats.std[index[label]]
+    clim = (
+        truth_climatology(ds, labels, cfg.truth.train_period, source_key) if cfg.forecast.from_hours else None
+    )
     return Setup(cfg, run_dir, labels, grid, stats, truth, times, truth_path, emulator, checkpoint, sha, method,
-                 networks, error_std, bstats.std * cfg.observations.qc.background_error_scale, windows, device)  # fmt: skip
+                 networks, error_std, bstats.std * cfg.observations.qc.background_error_scale, windows, device,
+                 clim)  # fmt: skip
 
 
 def _forecast_from_truth(s: Setup, valid: pd.Timestamp) -> torch.Tensor:
@@ -293,6 +308,8 @@ def run_cycle(config: RunConfig, resume: bool = False, progress: bool = True) ->
     done = set(status["windows_done"])
     rows = read_scores(run_dir / "scores.nc") if done and (run_dir / "scores.nc").exists() else []
     rows = [r for r in rows if stamp(r["time"]) in done]
+    forecast_rows = [r for r in run_forecasts.read_forecast_scores(run_dir / FORECAST_SCORES)
+                     if stamp(r["time"]) in done]  # fmt: skip
     if done:
         last = max(pd.Timestamp(t) for t in status["windows_done"])
         x_phys = read_state(run_dir / "analysis" / f"{stamp(last)}.nc", s.labels).to(s.device)
@@ -337,6 +354,11 @@ def run_cycle(config: RunConfig, resume: bool = False, progress: bool = True) ->
             _write_window(s, t, x_b_phys, x_a_phys, wobs, omb, oma)
             rows.append(window_scores(s, t, x_b, x_a, truth, wobs, omb, oma, diagnostics, seconds))
             write_scores(run_dir / "scores.nc", rows, s.labels)
+            if run_forecasts.wanted(config, t):
+                forecast_rows.append(_forecast_and_score(s, t, x_a))
+                write_forecast_scores(
+                    run_dir / FORECAST_SCORES, forecast_rows, s.labels, run_forecasts.lead_hours(config)
+                )
             status["windows_done"].append(stamp(t))
             status["wall_seconds"][stamp(t)] = round(seconds, 4)
             status["nfe"][stamp(t)] = diagnostics.get("nfe", diagnostics.get("evaluations", 0.0))
@@ -352,6 +374,20 @@ def run_cycle(config: RunConfig, resume: bool = False, progress: bool = True) ->
     status["status"] = "complete"
     write_json(status_path, status)
     return run_dir
+
+
+def _forecast_and_score(s: Setup, t: pd.Timestamp, x_a: torch.Tensor) -> dict:
+    leads = run_forecasts.lead_hours(s.config)
+    forecast = s.stats.denormalise(run_forecasts.make_forecast(s.emulator, x_a, leads)).float()
+    run_forecasts.write_forecast(s.run_dir / "forecasts" / f"{stamp(t)}.nc", forecast, s.labels, s.grid, t, leads,
+                                 _attrs(s, "forecast"))  # fmt: skip
+    truths = []
+    for hours in leads:
+        truth = s.truth_or_none(t + pd.Timedelta(hours=hours))
+        truths.append(None if truth is None else s.stats.denormalise(truth)[0].double().cpu().numpy())
+    scores = run_forecasts.score_forecast(forecast.double().cpu().numpy(), truths, s.climatology,
+                                          s.grid.area_weights())  # fmt: skip
+    return {"time": t, **scores}
 
 
 def _write_window(s: Setup, t, x_b_phys, x_a_phys, wobs, omb, oma) -> None:

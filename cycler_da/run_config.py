@@ -51,7 +51,37 @@ class TruthSection(Strict):
 
 
 class ForecastSection(Strict):
-    checkpoint: str = "default"  # "default" = the shipped weights
+    """The forecast model, and forecasts from analyses for verification.
+
+    checkpoint: "default" = the shipped weights, or a checkpoint path.
+    from_hours: UTC hours whose analyses start a forecast (written to forecasts/ and scored
+        against the truth); [] switches them off.
+    max_lead_hours, lead_step_hours: forecast length and output interval (multiples of 6).
+    """
+
+    checkpoint: str = "default"
+    from_hours: list[int] = Field(default_factory=lambda: [0])
+    max_lead_hours: int = 120
+    lead_step_hours: int = 6
+
+    @field_validator("from_hours")
+    @classmethod
+    def _synoptic(cls, value: list[int]) -> list[int]:
+        if any(h not in (0, 6, 12, 18) for h in value):
+            raise ValueError(f"from_hours must be among 0, 6, 12, 18 (analysis times); got {value}")
+        return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _leads(self) -> ForecastSection:
+        if (
+            self.lead_step_hours <= 0
+            or self.lead_step_hours % 6
+            or self.max_lead_hours % self.lead_step_hours
+        ):
+            raise ValueError("lead_step_hours must be a positive multiple of 6 dividing max_lead_hours")
+        if self.max_lead_hours <= 0:
+            raise ValueError("max_lead_hours must be positive")
+        return self
 
 
 class NetworkSection(Strict):

@@ -16,7 +16,7 @@ import torch
 import xarray as xr
 
 from baselines.covariance import BackgroundErrorStats, estimate_stats
-from cycler_da.normalization import NormStats, compute_stats
+from cycler_da.normalization import NormStats, climatology, compute_stats
 from cycler_da.paths import data_dir
 from cycler_da.provenance import config_hash
 from cycler_da.state import Grid, to_tensor
@@ -75,3 +75,15 @@ def background_error_stats(
         return estimate_stats(errors, grid.latitudes, grid.longitudes, source).as_dict()
 
     return BackgroundErrorStats.from_dict(_cached("berror", key, make))
+
+
+def truth_climatology(
+    ds: xr.Dataset, labels: list[str], period: tuple[str, str], source_key: str
+) -> np.ndarray:
+    """Time-mean truth over the training period, (channel, lat, lon) in physical units (for ACC).
+
+    One field, not a seasonal climatology: right for the season-free Held–Suarez nature run;
+    for a reanalysis truth it makes ACC an anomaly correlation against the period mean.
+    """
+    key = {"source": source_key, "channels": labels, "period": list(period), "by": "none"}
+    return np.asarray(_cached("climatology", key, lambda: climatology(ds, labels, *period).values.tolist()))

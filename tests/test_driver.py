@@ -57,7 +57,8 @@ def _config(tmp_path: Path, checkpoint: Path, **sections) -> RunConfig:
     ("method", "members"), [("3dvar", 1), ("enkf", 6), ("none", 1)], ids=["3dvar", "enkf", "none"]
 )
 def test_cycle_writes_the_layout(tmp_path, tiny_checkpoint, method, members):
-    cfg = _config(tmp_path, tiny_checkpoint, method={"name": method}, ensemble={"members": members})
+    cfg = _config(tmp_path, tiny_checkpoint, method={"name": method}, ensemble={"members": members},
+                  forecast={"from_hours": [12], "max_lead_hours": 12})  # fmt: skip
     run_dir = run_cycle(cfg, progress=False)
     assert run_dir.name == f"{method}-20180210T00"
     stamps = ["20180210T06", "20180210T12", "20180210T18"]
@@ -69,7 +70,8 @@ def test_cycle_writes_the_layout(tmp_path, tiny_checkpoint, method, members):
     if method == "3dvar":
         assert resolved["method"]["params"]["b_scale"] == 2.5
     if method == "enkf":
-        assert resolved["method"]["params"] == {"localization_km": 1500.0, "inflation": 1.0, "rtps": 0.5}
+        assert resolved["method"]["params"] == {"localization_km": 1500.0, "inflation": 1.0, "rtps": 0.5,
+                                                "additive": 0.2, "channel_localization": "correlation"}  # fmt: skip
     status = yaml.safe_load((run_dir / "run.json").read_text())
     assert status["status"] == "complete" and status["windows_done"] == stamps
     assert status["truth"] and status["checkpoint"]["sha256"]
@@ -94,6 +96,20 @@ def test_cycle_writes_the_layout(tmp_path, tiny_checkpoint, method, members):
     omb = float(
         np.sqrt(np.mean(obs["background_departure"].values[used] ** 2 / obs["error_std"].values[used] ** 2))
     )
+    # The 12 UTC analysis starts a forecast, written with WB2's prediction_timedelta and scored.
+    assert sorted(p.stem for p in (run_dir / "forecasts").glob("*.nc")) == ["20180210T12"]
+    forecast = xr.open_dataset(run_dir / "forecasts" / "20180210T12.nc")
+    assert forecast["prediction_timedelta"].values.astype("timedelta64[h]").astype(int).tolist() == [6, 12]
+    assert forecast.sizes["realization"] == members and forecast.sizes["time"] == 1
+    fscores = xr.open_dataset(run_dir / "forecast_scores.nc")
+    assert fscores["forecast_rmse"].shape == (1, 2, 11) and np.isfinite(fscores["forecast_rmse"]).all()
+    assert (fscores["forecast_acc"] <= 1).all() and np.isfinite(fscores["forecast_crps"]).all() == (
+        members > 1
+    )
+    # The 6-h forecast is the next window's background: the same emulator step from the same analysis.
+    background = xr.open_dataset(run_dir / "background" / "20180210T18.nc")
+    np.testing.assert_allclose(forecast["geopotential"].isel(prediction_timedelta=0).values,
+                               background["geopotential"].values, rtol=1e-5)  # fmt: skip
     if method == "none":
         np.testing.assert_allclose(a, b, rtol=1e-6)  # equal up to the float32 round trip on disk
         assert oma == pytest.approx(omb)
@@ -129,6 +145,8 @@ def test_resume_equals_uninterrupted(tmp_path, tiny_checkpoint, monkeypatch):
         a = xr.open_dataset(whole / "analysis" / f"{stamp}.nc")
         b = xr.open_dataset(resumed / "analysis" / f"{stamp}.nc")
         xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())
+    xr.testing.assert_identical(xr.open_dataset(whole / "forecast_scores.nc"),
+                                xr.open_dataset(resumed / "forecast_scores.nc"))  # fmt: skip
     sa, sb = xr.open_dataset(whole / "scores.nc"), xr.open_dataset(resumed / "scores.nc")
     np.testing.assert_array_equal(sa["analysis_rmse"].values, sb["analysis_rmse"].values)
 

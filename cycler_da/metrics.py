@@ -1,0 +1,161 @@
+"""Verification metrics in WeatherBench 2 conventions.
+
+Fields are arrays ``(..., latitude, longitude)``; ``weights`` are latitude area weights of
+mean 1 (:meth:`cycler_da.state.Grid.area_weights`). Per-window scores are area means; a
+period's RMSE is the square root of the time mean of the per-window MSE, never the time mean
+of per-window RMSEs. Ensembles carry the member axis first.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+GRAVITY = 9.80665  # m s⁻²
+R_DRY = 287.05  # J kg⁻¹ K⁻¹
+OMEGA = 7.292e-5  # s⁻¹
+EARTH_RADIUS_M = 6.371e6
+
+
+def area_mean(field: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Area-weighted mean over the last two axes (latitude, longitude)."""
+    return (np.asarray(field) * np.asarray(weights)[:, None]).mean(axis=(-2, -1))
+
+
+def mse(forecast: np.ndarray, truth: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    return area_mean((forecast - truth) ** 2, weights)
+
+
+def bias(forecast: np.ndarray, truth: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    return area_mean(forecast - truth, weights)
+
+
+def rmse_over_time(per_window_mse: np.ndarray, axis: int = 0) -> np.ndarray:
+    """sqrt(time-mean MSE): the WB2 RMSE of a period from per-window MSEs (NaNs skipped)."""
+    return np.sqrt(np.nanmean(per_window_mse, axis=axis))
+
+
+def acc(forecast: np.ndarray, truth: np.ndarray, climatology: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Anomaly correlation coefficient per field (uncentred, as WB2)."""
+    fa, ta = forecast - climatology, truth - climatology
+    num = area_mean(fa * ta, weights)
+    return num / np.sqrt(area_mean(fa**2, weights) * area_mean(ta**2, weights))
+
+
+def crps(members: np.ndarray, truth: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Area-mean CRPS of an ensemble ``(member, ..., lat, lon)``: E|X−y| − ½E|X−X'|.
+
+    The spread term uses the unbiased pair mean over distinct members ("fair" CRPS, as WB2's
+    ``CRPS`` with ``ensemble_dim``); a one-member ensemble scores its absolute error.
+    """
+    members = np.asarray(members)
+    n = members.shape[0]
+    skill = np.abs(members - truth).mean(axis=0)
+    if n == 1:
+        return area_mean(skill, weights)
+    # Σ_{i,j}|xi−xj| from the sorted members in O(n log n): 2 Σ_k (2k − n + 1) x_(k).
+    ordered = np.sort(members, axis=0)
+    k = np.arange(n).reshape((n,) + (1,) * (members.ndim - 1))
+    pair_sum = 2 * ((2 * k - n + 1) * ordered).sum(axis=0)
+    spread = pair_sum / (n * (n - 1))
+    return area_mean(skill - 0.5 * spread, weights)
+
+
+def ensemble_spread(members: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """sqrt(area-mean ensemble variance) with ddof=1."""
+    return np.sqrt(area_mean(np.asarray(members).var(axis=0, ddof=1), weights))
+
+
+def spread_skill(spread_mse: np.ndarray, error_mse: np.ndarray, members: int) -> np.ndarray:
+    """Spread–skill ratio sqrt((N+1)/N) · sqrt(mean variance) / RMSE of the ensemble mean."""
+    return math.sqrt((members + 1) / members) * np.sqrt(np.nanmean(spread_mse, 0) / np.nanmean(error_mse, 0))
+
+
+def rank_histogram(members: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Counts of the truth's rank among N members (N+1 bins) over every point; ties split at random."""
+    members = np.asarray(members)
+    n = members.shape[0]
+    below = (members < truth).sum(axis=0)
+    ties = (members == truth).sum(axis=0)
+    rng = np.random.default_rng(0)
+    rank = below + rng.integers(0, ties + 1)
+    return np.bincount(rank.ravel(), minlength=n + 1)[: n + 1]
+
+
+def effective_sample_size(series: np.ndarray) -> float:
+    """n·(1−r)/(1+r) with r the lag-1 autocorrelation (AR(1), Wilks 2011 §5.2.4), at least 2."""
+    x = np.asarray(series, float)
+    x = x[np.isfinite(x)]
+    n = len(x)
+    if n < 3 or np.allclose(x, x[0]):
+        return float(n)
+    a = x - x.mean()
+    r = float((a[1:] * a[:-1]).sum() / (a * a).sum())
+    r = min(max(r, 0.0), 0.99)
+    return max(2.0, n * (1 - r) / (1 + r))
+
+
+def paired_test(scores: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """Mean of ``scores − reference`` over windows and its two-sided p-value.
+
+    A t-test on the paired differences whose sample size is deflated for lag-1
+    autocorrelation between consecutive windows (consecutive cycles are far from independent).
+    """
+    d = np.asarray(scores, float) - np.asarray(reference, float)
+    d = d[np.isfinite(d)]
+    if len(d) < 2:
+        return float("nan"), float("nan")
+    mean = float(d.mean())
+    sd = float(d.std(ddof=1))
+    if sd == 0:
+        return mean, 0.0 if mean != 0 else 1.0
+    n_eff = effective_sample_size(d)
+    t = mean / (sd / math.sqrt(n_eff))
+    return mean, float(2 * scipy_stats.t.sf(abs(t), df=max(n_eff - 1, 1)))
+
+
+def zonal_power_spectrum(field: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Power per zonal wavenumber 0…nlon/2, area-weighted mean over latitudes (last two axes)."""
+    coeffs = np.fft.rfft(np.asarray(field), axis=-1) / field.shape[-1]
+    power = np.abs(coeffs) ** 2
+    power[..., 1:] *= 2  # one-sided: fold in the negative wavenumbers
+    return (power * np.asarray(weights)[:, None]).mean(axis=-2)
+
+
+def _d_dlat(field: np.ndarray, lat_rad: np.ndarray) -> np.ndarray:
+    return np.gradient(field, lat_rad, axis=-2)
+
+
+def _d_dlon(field: np.ndarray) -> np.ndarray:
+    nlon = field.shape[-1]
+    return (np.roll(field, -1, axis=-1) - np.roll(field, 1, axis=-1)) / (2 * (2 * np.pi / nlon))
+
+
+def geostrophic_imbalance(geopotential: np.ndarray, u: np.ndarray, v: np.ndarray, latitudes: np.ndarray,
+                          weights: np.ndarray, min_abs_latitude: float = 20.0) -> np.ndarray:  # fmt: skip
+    """RMS of the ageostrophic wind |(u, v) − (u_g, v_g)| (m/s) poleward of ±min_abs_latitude.
+
+    u_g = −∂Φ/∂y / f, v_g = ∂Φ/∂x / f from geopotential Φ (m² s⁻²) on one level.
+    """
+    lat = np.radians(np.asarray(latitudes, float))
+    f = 2 * OMEGA * np.sin(lat)[:, None]
+    coslat = np.cos(lat)[:, None]
+    ug = -_d_dlat(geopotential, lat) / (EARTH_RADIUS_M * f)
+    vg = _d_dlon(geopotential) / (EARTH_RADIUS_M * coslat * f)
+    mask = (np.abs(np.asarray(latitudes)) >= min_abs_latitude)[:, None] * np.ones(u.shape[-1])
+    sq = ((u - ug) ** 2 + (v - vg) ** 2) * mask
+    w = np.asarray(weights)[:, None] * mask
+    return np.sqrt((sq * w).sum(axis=(-2, -1)) / w.sum())
+
+
+def hydrostatic_imbalance(z_upper: np.ndarray, z_lower: np.ndarray, t_upper: np.ndarray, t_lower: np.ndarray,
+                          p_upper: float, p_lower: float, weights: np.ndarray) -> np.ndarray:  # fmt: skip
+    """RMS (m² s⁻²) of thickness minus the hypsometric thickness R·T̄·ln(p_lower/p_upper).
+
+    T̄ is the log-pressure mean of the two levels' temperatures: exact for T linear in ln p.
+    """
+    thickness = z_upper - z_lower
+    hypsometric = R_DRY * 0.5 * (t_upper + t_lower) * np.log(p_lower / p_upper)
+    return np.sqrt(area_mean((thickness - hypsometric) ** 2, weights))
