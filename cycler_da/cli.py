@@ -226,7 +226,7 @@ def run(
     ] = None,
     name: Annotated[str | None, typer.Option(help="Run name [METHOD-START].")] = None,
     runs_dir: Annotated[Path | None, typer.Option(help="Where runs go [./runs].")] = None,
-    members: Annotated[int | None, typer.Option(help="Ensemble members [1; enkf: 20].")] = None,
+    members: Annotated[int | None, typer.Option(help="Ensemble members [1; enkf: 40].")] = None,
     protocol: Annotated[
         str | None, typer.Option(help="cycle, or seed: backgrounds are 48-h forecasts from the truth.")
     ] = None,
@@ -241,7 +241,8 @@ def run(
     Every 6 hours the forecast model makes the background from the previous analysis,
     observations are simulated from the truth and quality-controlled, and the analysis
     method combines them. The run directory gets config.yaml (every default written out),
-    run.json, background/, analysis/, observations/ and scores.nc. If the truth for the
+    run.json, background/, analysis/, observations/, forecasts/ (from 00 UTC analyses
+    to 120 h), scores.nc and forecast_scores.nc. If the truth for the
     period is not cached yet it is generated first.
 
     Example: cycler run --start 2018-01-01 --days 30 --method 3dvar
@@ -274,3 +275,78 @@ def run(
     except (ConfigError, RunError, ValueError, FileNotFoundError) as err:
         _fail(str(err))
     typer.echo(f"run complete: {run_dir}")
+
+
+@app.command("verify")
+def verify(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories; the first is the reference.")],
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print one machine-readable JSON summary instead of tables.")
+    ] = False,
+    plots: Annotated[
+        Path | None, typer.Option(help="Write PNG figures and verify.nc (all scores) to this directory.")
+    ] = None,
+    common: Annotated[
+        bool, typer.Option(help="Compare runs on their common windows instead of refusing different periods.")
+    ] = False,
+    fields: Annotated[
+        bool,
+        typer.Option(help="Read analysis/background files for balance, increment spectra and maps."),
+    ] = True,
+) -> None:
+    """Compare runs side by side: tables, a scorecard against the first run, plots, JSON.
+
+    Analysis and background RMSE per channel (sqrt of the time-mean area-weighted MSE, as
+    WeatherBench 2), forecast RMSE per lead, EnKF spread-skill, geostrophic and hydrostatic
+    imbalance of analyses and increments, and a scorecard: % RMSE change of each run against
+    the first, with p-values of a paired t-test whose sample size is deflated for the
+    autocorrelation of consecutive windows (* p < 0.05). Runs on other grids or truths are
+    refused; runs over other periods too, unless --common.
+
+    Example: cycler verify runs/3dvar-20180101T00 runs/enkf-20180101T00 --plots figs/
+    """
+    import numpy as np
+
+    from cycler_da import verify as v
+
+    try:
+        loaded = v.align([v.load_run(r) for r in runs], common=common)
+    except (v.VerifyError, OSError) as err:
+        _fail(str(err))
+    diagnostics = [v.field_diagnostics(r) for r in loaded] if fields or plots else None
+    if diagnostics:
+        for run, diag in zip(loaded, diagnostics, strict=True):
+            run.extra["balance"] = {k: round(float(np.mean(x)), 6) for k, x in diag["balance"].items()}
+    summaries = [v.summary(r) for r in loaded]
+    card = v.scorecard(loaded)
+    if plots is not None:
+        from cycler_da import verify_plots as vp
+        from cycler_da.io import write_dataset
+
+        plots.mkdir(parents=True, exist_ok=True)
+        written = [vp.error_vs_window(loaded, plots), vp.error_vs_lead(loaded, plots),
+                   vp.maps(loaded, diagnostics, plots), vp.increment_spectra(loaded, diagnostics, plots)]  # fmt: skip
+        write_dataset(v.scores_dataset(loaded), plots / "verify.nc", overwrite=True)
+        written.append(plots / "verify.nc")
+    if json_out:
+        typer.echo(json.dumps({"runs": summaries, "scorecard": _jsonable(card)}, indent=2))
+        return
+    from cycler_da.verify_tables import print_tables
+
+    print_tables(loaded, summaries, card)
+    if plots is not None:
+        typer.echo("wrote " + ", ".join(str(p) for p in written if p is not None))
+
+
+def _jsonable(card: list[dict]) -> list[dict]:
+    out = []
+    for row in card:
+        item = {"run": row["run"], "channel": row["channel"]}
+        for key, value in row.items():
+            if isinstance(value, tuple):
+                item[key] = {
+                    "rmse_change_percent": round(float(value[0]), 3),
+                    "p_value": round(float(value[1]), 4),
+                }
+        out.append(item)
+    return out

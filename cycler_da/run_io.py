@@ -63,7 +63,8 @@ def read_state(path: Path, labels: list[str]) -> torch.Tensor:
     from cycler_da.sources import open_dataset
     from cycler_da.state import to_tensor
 
-    return to_tensor(open_dataset(path, chunks=None).isel({TIME: 0}), labels)
+    with open_dataset(path, chunks=None) as ds:
+        return to_tensor(ds.isel({TIME: 0}), labels)
 
 
 def write_observations(path: Path, table: dict[str, np.ndarray], labels: list[str], time: pd.Timestamp,

@@ -41,3 +41,29 @@ def data_dir(tmp_path, monkeypatch):
     path = tmp_path / "cycler-data"
     monkeypatch.setenv("CYCLER_DATA_DIR", str(path))
     return path
+
+
+TRAIN = ("2018-02-01", "2018-02-20T18")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(nature_cache, tmp_path_factory) -> Path:
+    """A one-epoch emulator trained on February 2018 (its statistics define the period)."""
+    from cycler_da.config import ForecastTrainingConfig, parse_config
+    from cycler_da.forecast import train_forecast
+
+    cfg = parse_config(
+        {
+            "data": {
+                "nature": {"compiled": False},
+                "train": list(TRAIN),
+                "valid": ["2018-02-21", "2018-02-28T18"],
+            },
+            "model": {"width": 8, "depth": 2, "blocks": 1},
+            "training": {"epochs": 1, "rollout_epochs": 0, "batch_size": 8},
+        },
+        ForecastTrainingConfig,
+    )
+    out = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    train_forecast(cfg, out, progress=False)
+    return out

@@ -12,33 +12,11 @@ from typer.testing import CliRunner
 
 from cycler_da import driver
 from cycler_da.cli import app
-from cycler_da.config import ConfigError, ForecastTrainingConfig, parse_config
+from cycler_da.config import ConfigError, parse_config
 from cycler_da.driver import RunError, run_cycle
 from cycler_da.run_config import RunConfig
 
 TRAIN = ("2018-02-01", "2018-02-20T18")
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(nature_cache, tmp_path_factory) -> Path:
-    """A one-epoch emulator trained on February 2018 (its statistics define the period)."""
-    from cycler_da.forecast import train_forecast
-
-    cfg = parse_config(
-        {
-            "data": {
-                "nature": {"compiled": False},
-                "train": list(TRAIN),
-                "valid": ["2018-02-21", "2018-02-28T18"],
-            },
-            "model": {"width": 8, "depth": 2, "blocks": 1},
-            "training": {"epochs": 1, "rollout_epochs": 0, "batch_size": 8},
-        },
-        ForecastTrainingConfig,
-    )
-    out = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    train_forecast(cfg, out, progress=False)
-    return out
 
 
 def _config(tmp_path: Path, checkpoint: Path, **sections) -> RunConfig:

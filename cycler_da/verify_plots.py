@@ -1,0 +1,132 @@
+"""PNG figures of ``cycler verify``: error vs window, error vs lead, maps, increment spectra."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from cycler_da.variables import TIME, channel
+
+PANEL_CHANNELS = ("z500", "t850", "u250", "msl")
+LEAD = "prediction_timedelta"
+
+
+def _units(label: str) -> str:
+    units = channel(label).variable.units
+    for raw, pretty in (("**-2", "⁻²"), ("**-1", "⁻¹"), ("**2", "²")):
+        units = units.replace(raw, pretty)
+    return units
+
+
+def _panels(labels: list[str]) -> list[str]:
+    chosen = [c for c in PANEL_CHANNELS if c in labels]
+    return chosen or labels[:4]
+
+
+def error_vs_window(runs, path: Path) -> Path:
+    labels = _panels(runs[0].labels)
+    fig, axes = plt.subplots(len(labels), 1, figsize=(9, 2.4 * len(labels)), sharex=True, squeeze=False)
+    for ax, label in zip(axes[:, 0], labels, strict=True):
+        for k, run in enumerate(runs):
+            color = f"C{k}"
+            s = run.scores.sel(channel=label)
+            times = pd.DatetimeIndex(s[TIME].values)
+            ax.plot(
+                times, s["analysis_rmse"], color=color, lw=1.4, label=f"{run.name} ({run.method}) analysis"
+            )
+            ax.plot(times, s["background_rmse"], color=color, lw=0.9, ls="--", label=f"{run.name} background")
+        ax.set_ylabel(f"{label} RMSE\n[{_units(label)}]")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    axes[0, 0].set_title("Analysis (solid) and background (dashed) RMSE against the truth, per window")
+    axes[-1, 0].set_xlabel("analysis time (UTC)")
+    fig.autofmt_xdate()
+    return _save(fig, path / "error_vs_window.png")
+
+
+def error_vs_lead(runs, path: Path) -> Path | None:
+    with_forecasts = [r for r in runs if r.forecasts is not None and r.forecasts.sizes[TIME]]
+    if not with_forecasts:
+        return None
+    labels = _panels(runs[0].labels)
+    fig, axes = plt.subplots(2, len(labels), figsize=(3.6 * len(labels), 6.4), sharex=True, squeeze=False)
+    for j, label in enumerate(labels):
+        for k, run in enumerate(runs):
+            if run not in with_forecasts:
+                continue
+            f = run.forecasts.sel(channel=label)
+            hours = f[LEAD].values / np.timedelta64(1, "h")
+            rmse = np.sqrt((f["forecast_rmse"] ** 2).mean(TIME, skipna=True))
+            axes[0, j].plot(hours, rmse, marker="o", ms=3, color=f"C{k}", label=f"{run.name} ({run.method})")
+            axes[1, j].plot(hours, f["forecast_acc"].mean(TIME, skipna=True), marker="o", ms=3, color=f"C{k}")
+        axes[0, j].set_title(label)
+        axes[0, j].set_ylabel(f"RMSE [{_units(label)}]")
+        axes[1, j].set_ylabel("ACC")
+        axes[1, j].set_xlabel("lead time [h]")
+        for ax in axes[:, j]:
+            ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle("Forecasts from analyses against the truth (RMSE: sqrt of the mean MSE over initial times)")
+    return _save(fig, path / "error_vs_lead.png")
+
+
+def maps(runs, diagnostics: list[dict], path: Path) -> Path:
+    labels = [c for c in ("z500", "t850") if c in runs[0].labels] or runs[0].labels[:2]
+    fields = [(f"mean increment {c}", "mean_increment", c) for c in labels]
+    fields += [(f"mean analysis error {c}", "analysis_bias", c) for c in labels]
+    fig, axes = plt.subplots(len(runs), len(fields), figsize=(3.9 * len(fields), 2.4 * len(runs) + 0.6),
+                             squeeze=False, constrained_layout=True)  # fmt: skip
+    for i, (run, diag) in enumerate(zip(runs, diagnostics, strict=True)):
+        lat, lon = run.grid.latitudes, run.grid.longitudes
+        for j, (title, key, label) in enumerate(fields):
+            ax = axes[i, j]
+            data = diag[key]
+            if data is None:
+                ax.set_axis_off()
+                ax.text(0.5, 0.5, "truth unavailable", ha="center", transform=ax.transAxes)
+                continue
+            field = data[run.labels.index(label)]
+            limit = float(np.nanmax(np.abs(field))) or 1.0
+            mesh = ax.pcolormesh(lon, lat, field, cmap="RdBu_r", vmin=-limit, vmax=limit, shading="nearest")
+            fig.colorbar(mesh, ax=ax, shrink=0.85, label=_units(label))
+            if i == 0:
+                ax.set_title(title, fontsize=9)
+            if j == 0:
+                ax.text(-0.32, 0.5, f"{run.name}\n({run.method})", transform=ax.transAxes, rotation=90,
+                        ha="center", va="center", fontsize=7)  # fmt: skip
+            ax.set_xlabel("longitude [°E]", fontsize=7)
+            ax.set_ylabel("latitude [°N]", fontsize=7)
+            ax.tick_params(labelsize=7)
+    return _save(fig, path / "maps.png")
+
+
+def increment_spectra(runs, diagnostics: list[dict], path: Path) -> Path:
+    labels = [c for c in ("z500", "t850", "u250") if c in runs[0].labels] or runs[0].labels[:3]
+    fig, axes = plt.subplots(1, len(labels), figsize=(4 * len(labels), 3.4), squeeze=False)
+    for j, label in enumerate(labels):
+        ax = axes[0, j]
+        for k, (run, diag) in enumerate(zip(runs, diagnostics, strict=True)):
+            power = diag["increment_spectrum"][run.labels.index(label)]
+            wavenumber = np.arange(len(power))
+            if np.any(power[1:] > 0):
+                ax.loglog(wavenumber[1:], power[1:], color=f"C{k}", label=f"{run.name} ({run.method})")
+        ax.set_title(f"{label} increments")
+        ax.set_xlabel("zonal wavenumber")
+        ax.set_ylabel(f"power [({_units(label)})²]")
+        ax.grid(alpha=0.3, which="both")
+    axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle("Zonal power spectra of the analysis increments (time mean, area-weighted over latitudes)")
+    return _save(fig, path / "increment_spectra.png")
+
+
+def _save(fig, file: Path) -> Path:
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(file, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    return file
