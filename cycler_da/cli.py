@@ -325,7 +325,8 @@ def verify(
 
         plots.mkdir(parents=True, exist_ok=True)
         written = [vp.error_vs_window(loaded, plots), vp.error_vs_lead(loaded, plots),
-                   vp.maps(loaded, diagnostics, plots), vp.increment_spectra(loaded, diagnostics, plots)]  # fmt: skip
+                   vp.maps(loaded, diagnostics, plots), vp.increment_spectra(loaded, diagnostics, plots),
+                   vp.rank_histograms(loaded, diagnostics, plots)]  # fmt: skip
         write_dataset(v.scores_dataset(loaded), plots / "verify.nc", overwrite=True)
         written.append(plots / "verify.nc")
     if json_out:

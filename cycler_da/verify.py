@@ -258,11 +258,13 @@ def field_diagnostics(run: Run) -> dict:
     spectrum_sum = np.zeros((len(labels), run.grid.shape[1] // 2 + 1))
     kinds = ("analysis", "increment", "truth")
     balance: dict[str, list[float]] = {f"{b}_{k}": [] for b in ("geostrophic", "hydrostatic") for k in kinds}
+    rank_sum = None
     has_geo = {"z500", "u500", "v500"} <= index.keys()
     has_hydro = {"z500", "z850", "t500", "t850"} <= index.keys()
     for t in times:
         a = read_state(run.path / "analysis" / f"{stamp(t)}.nc", labels).double().mean(0).numpy()
-        b = read_state(run.path / "background" / f"{stamp(t)}.nc", labels).double().mean(0).numpy()
+        b_members = read_state(run.path / "background" / f"{stamp(t)}.nc", labels).double().numpy()
+        b = b_members.mean(0)
         inc = a - b
         increment_sum += inc
         spectrum_sum += metrics.zonal_power_spectrum(inc, weights)
@@ -271,6 +273,9 @@ def field_diagnostics(run: Run) -> dict:
             truth = to_tensor(truth_ds.sel({TIME: t}), labels).double().numpy()
             bias_sum += a - truth
             states.append(("truth", truth))
+            if b_members.shape[0] > 1:  # rank of the truth in the background ensemble, per channel
+                ranks = [metrics.rank_histogram(b_members[:, c], truth[c]) for c in range(len(labels))]
+                rank_sum = np.stack(ranks) if rank_sum is None else rank_sum + np.stack(ranks)
         for name, x in states:
             if has_geo:
                 balance[f"geostrophic_{name}"].append(float(metrics.geostrophic_imbalance(
@@ -285,5 +290,6 @@ def field_diagnostics(run: Run) -> dict:
         "analysis_bias": None if bias_sum is None else bias_sum / n,
         "increment_spectrum": spectrum_sum / n,
         "balance": {k: np.asarray(v) for k, v in balance.items() if v},
+        "rank_histogram": rank_sum,  # (channel, members + 1) counts, or None
         "times": times,
     }

@@ -125,6 +125,32 @@ def increment_spectra(runs, diagnostics: list[dict], path: Path) -> Path:
     return _save(fig, path / "increment_spectra.png")
 
 
+def rank_histograms(runs, diagnostics: list[dict], path: Path) -> Path | None:
+    ensembles = [(r, d) for r, d in zip(runs, diagnostics, strict=True) if d["rank_histogram"] is not None]
+    if not ensembles:
+        return None
+    labels = _panels(runs[0].labels)
+    fig, axes = plt.subplots(len(ensembles), len(labels), figsize=(3.4 * len(labels), 2.6 * len(ensembles)),
+                             squeeze=False, constrained_layout=True)  # fmt: skip
+    for i, (run, diag) in enumerate(ensembles):
+        for j, label in enumerate(labels):
+            counts = diag["rank_histogram"][run.labels.index(label)]
+            frequency = counts / counts.sum()
+            ax = axes[i, j]
+            ax.bar(
+                np.arange(len(counts)), frequency, width=1.0, color=f"C{runs.index(run)}", edgecolor="white"
+            )
+            ax.axhline(1 / len(counts), color="k", lw=0.8, ls="--", label="flat (calibrated)")
+            ax.set_title(label if i == 0 else "", fontsize=9)
+            if j == 0:
+                ax.text(-0.3, 0.5, f"{run.name}\n({run.method})", transform=ax.transAxes, rotation=90,
+                        ha="center", va="center", fontsize=7)  # fmt: skip
+            ax.set_xlabel("rank of the truth among the background members", fontsize=7)
+            ax.set_ylabel("frequency", fontsize=7)
+    axes[0, 0].legend(fontsize=7)
+    return _save(fig, path / "rank_histograms.png")
+
+
 def _save(fig, file: Path) -> Path:
     file.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(file, dpi=130, bbox_inches="tight")
