@@ -17,6 +17,7 @@ import xarray as xr
 
 from cycler_da import metrics
 from cycler_da.io import write_dataset
+from cycler_da.run_io import write_scores_dataset
 from cycler_da.state import Grid, to_dataset
 from cycler_da.variables import REALIZATION, TIME
 
@@ -80,15 +81,10 @@ def write_forecast_scores(path: Path, rows: list[dict], labels: list[str], leads
     data = {
         f"forecast_{name}": ((TIME, LEAD, "channel"), np.stack([r[name] for r in rows])) for name in SCORES
     }
-    ds = xr.Dataset(
-        data, coords={TIME: times, LEAD: pd.to_timedelta(leads, unit="h").to_numpy(), "channel": labels}
-    )
-    ds.attrs.update(
-        Conventions="CF-1.8",
-        comment="forecasts from analyses scored against the truth, area-weighted (weights of mean 1), "
-        "physical units; rmse/bias/acc of the ensemble mean; spread and CRPS for ensembles (NaN otherwise)",
-    )
-    write_dataset(ds, path, overwrite=True)
+    coords = {TIME: times, LEAD: pd.to_timedelta(leads, unit="h").to_numpy(), "channel": labels}
+    comment = ("forecasts from analyses scored against the truth, area-weighted (weights of mean 1), physical "
+               "units; rmse/bias/acc of the ensemble mean; spread and CRPS for ensembles (NaN otherwise)")  # fmt: skip
+    write_scores_dataset(path, data, coords, comment)
 
 
 def read_forecast_scores(path: Path) -> list[dict]:

@@ -112,12 +112,14 @@ def write_scores(path: Path, rows: list[dict], labels: list[str]) -> None:
             data[key] = ((TIME, "channel"), np.asarray(values, dtype=np.float64))
         else:
             data[key] = ((TIME,), np.asarray(values, dtype=np.float64))
-    ds = xr.Dataset(data, coords={TIME: times, "channel": labels})
-    ds.attrs.update(
-        Conventions="CF-1.8",
-        comment="RMSE/bias/spread are area-weighted (weights of mean 1) per window in physical units; "
-        "O-B/O-A statistics over the observations used, in physical units",
-    )
+    comment = ("RMSE/bias/spread are area-weighted (weights of mean 1) per window in physical units; "
+               "O-B/O-A statistics over the observations used, in physical units")  # fmt: skip
+    write_scores_dataset(path, data, {TIME: times, "channel": labels}, comment)
+
+
+def write_scores_dataset(path: Path, data: dict, coords: dict, comment: str) -> None:
+    ds = xr.Dataset(data, coords=coords)
+    ds.attrs.update(Conventions="CF-1.8", comment=comment)
     write_dataset(ds, path, overwrite=True)
 
 
