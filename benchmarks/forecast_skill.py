@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import platform
 import statistics
 import time
@@ -130,8 +131,11 @@ def main() -> None:
 
     print("\nInference per 6-h step per member (median of 50 steps)")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    for device in devices:
+    variants = [(d, False) for d in devices] + [("cpu", True)]
+    for device, compiled in variants:
         model = emulator.to(device)
+        if compiled:
+            model = copy.deepcopy(emulator).compile_network()
         for members in (1, 20):
             x = truth[:1].expand(members, -1, -1, -1).contiguous().to(device)
             times = []
@@ -145,7 +149,8 @@ def main() -> None:
                         torch.cuda.synchronize()
                     times.append(time.perf_counter() - t)
             ms = 1000 * statistics.median(times[5:]) / members
-            print(f"  {device:5} {members:3d} member(s): {ms:7.2f} ms per member")
+            label = f"{device} compiled" if compiled else device
+            print(f"  {label:12} {members:3d} member(s): {ms:7.2f} ms per member")
     print(f"\nTraining wall time: {manifest['training']['wall_seconds'] / 60:.1f} min on "
           f"{manifest['training']['device']} ({manifest['training']['threads']} threads)")  # fmt: skip
 

@@ -182,6 +182,8 @@ def setup(config: RunConfig, run_dir: Path) -> Setup:
         ds, labels, cfg.truth.train_period, stats, emulator.cpu(), sha, source_key
     )
     emulator.to(device)
+    if cfg.forecast.compile:
+        emulator.compile_network()
     context = MethodContext(tuple(labels), grid.latitudes, grid.longitudes, bstats, str(device))
     try:
         method = build_method(cfg.method.name, context, **cfg.method.params)

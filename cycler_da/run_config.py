@@ -57,9 +57,11 @@ class ForecastSection(Strict):
     from_hours: UTC hours whose analyses start a forecast (written to forecasts/ and scored
         against the truth); [] switches them off.
     max_lead_hours, lead_step_hours: forecast length and output interval (multiples of 6).
+    compile: run the network through torch.compile (faster steps after a one-off compile).
     """
 
     checkpoint: str = "default"
+    compile: bool = False
     from_hours: list[int] = Field(default_factory=lambda: [0])
     max_lead_hours: int = 120
     lead_step_hours: int = 6

@@ -86,6 +86,17 @@ def test_members_are_independent_and_deterministic():
     assert torch.equal(other.step(x), batched)
 
 
+@pytest.mark.slow
+def test_compiled_network_matches_eager():
+    em = _emulator()
+    torch.nn.init.normal_(em.network.head[-1].conv.weight, std=0.1)
+    x = torch.randn(3, 3, *GRID.shape)
+    with torch.inference_mode():
+        eager = em.step(x)
+        compiled = em.compile_network().step(x)
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+
+
 def test_differentiable_end_to_end():
     em = _emulator()
     torch.nn.init.normal_(em.network.head[-1].conv.weight, std=0.1)
