@@ -59,12 +59,21 @@ def write_state(path: Path, state: torch.Tensor, labels: list[str], grid: Grid, 
 
 
 def read_state(path: Path, labels: list[str]) -> torch.Tensor:
-    """The physical state ``(realization, channel, lat, lon)`` written by :func:`write_state`."""
-    from cycler_da.sources import open_dataset
-    from cycler_da.state import to_tensor
+    """The physical state ``(realization, channel, lat, lon)`` written by :func:`write_state`.
 
-    with open_dataset(path, chunks=None) as ds:
-        return to_tensor(ds.isel({TIME: 0}), labels)
+    Run files are ours and already in our conventions, so they are read directly (no
+    convention pass or dask): verify reads hundreds of them.
+    """
+    from cycler_da.variables import channels
+
+    chans = channels(labels)
+    with xr.open_dataset(path, cache=False) as ds:
+        whole = {name: ds[name].values[0] for name in {c.variable.name for c in chans}}  # one read each
+        levels = list(ds["level"].values) if "level" in ds.coords else []
+    arrays = [
+        whole[c.variable.name][:, levels.index(c.level)] if c.level else whole[c.variable.name] for c in chans
+    ]
+    return torch.from_numpy(np.stack(arrays, axis=1))
 
 
 def write_observations(path: Path, table: dict[str, np.ndarray], labels: list[str], time: pd.Timestamp,

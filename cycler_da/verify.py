@@ -258,6 +258,9 @@ def field_diagnostics(run: Run) -> dict:
     spectrum_sum = np.zeros((len(labels), run.grid.shape[1] // 2 + 1))
     kinds = ("analysis", "increment", "truth")
     balance: dict[str, list[float]] = {f"{b}_{k}": [] for b in ("geostrophic", "hydrostatic") for k in kinds}
+    if truth_ds is not None:  # one conversion for every window
+        truth_all = to_tensor(truth_ds, labels).double().numpy()
+        truth_index = {pd.Timestamp(v): k for k, v in enumerate(truth_ds[TIME].values)}
     rank_sum = None
     has_geo = {"z500", "u500", "v500"} <= index.keys()
     has_hydro = {"z500", "z850", "t500", "t850"} <= index.keys()
@@ -270,7 +273,7 @@ def field_diagnostics(run: Run) -> dict:
         spectrum_sum += metrics.zonal_power_spectrum(inc, weights)
         states = [("analysis", a), ("increment", inc)]
         if bias_sum is not None:
-            truth = to_tensor(truth_ds.sel({TIME: t}), labels).double().numpy()
+            truth = truth_all[truth_index[t]]
             bias_sum += a - truth
             states.append(("truth", truth))
             if b_members.shape[0] > 1:  # rank of the truth in the background ensemble, per channel
