@@ -55,7 +55,8 @@ def error_vs_lead(runs, path: Path) -> Path | None:
     if not with_forecasts:
         return None
     labels = _panels(runs[0].labels)
-    fig, axes = plt.subplots(2, len(labels), figsize=(3.6 * len(labels), 6.4), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(2, len(labels), figsize=(3.9 * len(labels), 6.6), sharex=True, squeeze=False,
+                             constrained_layout=True)  # fmt: skip
     for j, label in enumerate(labels):
         for k, run in enumerate(runs):
             if run not in with_forecasts:
@@ -108,7 +109,8 @@ def maps(runs, diagnostics: list[dict], path: Path) -> Path:
 
 def increment_spectra(runs, diagnostics: list[dict], path: Path) -> Path:
     labels = [c for c in ("z500", "t850", "u250") if c in runs[0].labels] or runs[0].labels[:3]
-    fig, axes = plt.subplots(1, len(labels), figsize=(4 * len(labels), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(labels), figsize=(4.4 * len(labels), 3.6), squeeze=False,
+                             constrained_layout=True)  # fmt: skip
     for j, label in enumerate(labels):
         ax = axes[0, j]
         for k, (run, diag) in enumerate(zip(runs, diagnostics, strict=True)):
