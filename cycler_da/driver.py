@@ -381,8 +381,12 @@ def run_cycle(config: RunConfig, resume: bool = False, progress: bool = True) ->
 def _forecast_and_score(s: Setup, t: pd.Timestamp, x_a: torch.Tensor) -> dict:
     leads = run_forecasts.lead_hours(s.config)
     forecast = s.stats.denormalise(run_forecasts.make_forecast(s.emulator, x_a, leads)).float()
-    run_forecasts.write_forecast(s.run_dir / "forecasts" / f"{stamp(t)}.nc", forecast, s.labels, s.grid, t, leads,
-                                 _attrs(s, "forecast"))  # fmt: skip
+    written = forecast if s.config.forecast.write_members else forecast.mean(dim=1, keepdim=True)
+    attrs = _attrs(s, "forecast") | (
+        {} if s.config.forecast.write_members else {"realization": "ensemble mean"}
+    )
+    run_forecasts.write_forecast(s.run_dir / "forecasts" / f"{stamp(t)}.nc", written, s.labels, s.grid, t, leads,
+                                 attrs)  # fmt: skip
     truths = []
     for hours in leads:
         truth = s.truth_or_none(t + pd.Timedelta(hours=hours))

@@ -58,10 +58,13 @@ class ForecastSection(Strict):
         against the truth); [] switches them off.
     max_lead_hours, lead_step_hours: forecast length and output interval (multiples of 6).
     compile: run the network through torch.compile (faster steps after a one-off compile).
+    write_members: write every member's forecast; by default an ensemble writes its mean only
+        (a 40-member 5-day forecast is 72 MB) — the scores use every member either way.
     """
 
     checkpoint: str = "default"
     compile: bool = False
+    write_members: bool = False
     from_hours: list[int] = Field(default_factory=lambda: [0])
     max_lead_hours: int = 120
     lead_step_hours: int = 6
