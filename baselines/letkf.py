@@ -99,10 +99,10 @@ class LETKF:
         pert = (
             (x - x.mean(dim=0, keepdim=True)).reshape(members, channels, -1).permute(2, 1, 0)
         )  # (col, C, N)
-        mean = x.mean(dim=0).reshape(channels, -1).T  # (col, C)
+        column_mean = x.mean(dim=0).reshape(channels, -1).T  # (col, C)
         if self.channel_localization is None:
             weights = _transform_weights(rho, y_pert, innovation)  # one set for every channel
-            analysis = mean[:, :, None] + pert @ weights  # (col, C, N)
+            analysis = column_mean[:, :, None] + pert @ weights  # (col, C, N)
         else:
             # Each analysed channel c weights observations of channel c' by L[c, c'] too.
             obs_channel = torch.as_tensor(observations.operator.channel, device=x.device)
@@ -110,7 +110,7 @@ class LETKF:
             for c in range(channels):
                 factor = self.channel_localization[c].to(device=x.device, dtype=dtype)[obs_channel]
                 weights = _transform_weights(rho * factor, y_pert, innovation)
-                analysis[:, c] = mean[:, c, None] + (pert[:, c : c + 1] @ weights)[:, 0]
+                analysis[:, c] = column_mean[:, c, None] + (pert[:, c : c + 1] @ weights)[:, 0]
         analysis = analysis.permute(2, 1, 0).reshape(members, channels, nlat, nlon)
         if self.rtps > 0:
             a_mean = analysis.mean(dim=0, keepdim=True)

@@ -25,16 +25,18 @@ def _none(context: MethodContext) -> FreeRun:
     return FreeRun()
 
 
-def _transform(
-    context: MethodContext, scale: float, length_scale_km: float | None = None
-) -> ControlTransform:
+def _background_error(context: MethodContext) -> BackgroundErrorStats:
     if context.background_error is None:
         raise ValueError("this method needs background-error statistics (context.background_error)")
     stats = context.background_error
-    if isinstance(stats, dict):
-        stats = BackgroundErrorStats.from_dict(stats)
-    return ControlTransform(stats, context.latitudes, context.longitudes, scale, length_scale_km,
-                            device=context.device)  # fmt: skip
+    return BackgroundErrorStats.from_dict(stats) if isinstance(stats, dict) else stats
+
+
+def _transform(
+    context: MethodContext, scale: float, length_scale_km: float | None = None
+) -> ControlTransform:
+    return ControlTransform(_background_error(context), context.latitudes, context.longitudes, scale,
+                            length_scale_km, device=context.device)  # fmt: skip
 
 
 @register("3dvar")
@@ -73,10 +75,5 @@ def _enkf(context: MethodContext, localization_km: float | None = 1500.0, inflat
         )
     factors = None
     if channel_localization == "correlation":
-        if context.background_error is None:
-            raise ValueError("channel_localization 'correlation' needs background-error statistics")
-        stats = context.background_error
-        if isinstance(stats, dict):
-            stats = BackgroundErrorStats.from_dict(stats)
-        factors = torch.as_tensor(np.abs(stats.channel_correlation))
+        factors = torch.as_tensor(np.abs(_background_error(context).channel_correlation))
     return LETKF(context.latitudes, context.longitudes, localization_km, inflation, rtps, sampler, factors)

@@ -26,7 +26,6 @@ from cycler_da.observing import QC_MEANINGS, QC_USED, quality_control, simulate,
 from cycler_da.provenance import config_hash, file_hash, git_commit
 from cycler_da.regrid import regrid
 from cycler_da.run_config import METHOD_DEFAULTS, RunConfig
-from cycler_da.run_forecasts import write_forecast_scores
 from cycler_da.run_io import (
     make_run_dir,
     now,
@@ -76,11 +75,12 @@ def resolve(config: RunConfig) -> RunConfig:
                 f"observations.absolute_error: {label!r} is not one of the channels {config.channels}"
             )
     data = config.model_dump()
-    unknown = set(config.method.params) - set(method_defaults(config.method.name))
-    if unknown and method_defaults(config.method.name):
+    allowed = method_defaults(config.method.name)
+    unknown = set(config.method.params) - set(allowed)
+    if unknown and allowed:
         raise ConfigError(f"method.params: {sorted(unknown)} are not parameters of {config.method.name!r}; "
-                          f"allowed: {', '.join(method_defaults(config.method.name))}")  # fmt: skip
-    data["method"]["params"] = {**method_defaults(config.method.name), **config.method.params}
+                          f"allowed: {', '.join(allowed)}")  # fmt: skip
+    data["method"]["params"] = {**allowed, **config.method.params}
     defaults = METHOD_DEFAULTS.get(config.method.name, {})
     if "members" in defaults and config.ensemble.members == 1:
         data["ensemble"]["members"] = defaults["members"]
@@ -358,7 +358,7 @@ def run_cycle(config: RunConfig, resume: bool = False, progress: bool = True) ->
             write_scores(run_dir / "scores.nc", rows, s.labels)
             if run_forecasts.wanted(config, t):
                 forecast_rows.append(_forecast_and_score(s, t, x_a))
-                write_forecast_scores(
+                run_forecasts.write_forecast_scores(
                     run_dir / FORECAST_SCORES, forecast_rows, s.labels, run_forecasts.lead_hours(config)
                 )
             status["windows_done"].append(stamp(t))

@@ -258,13 +258,12 @@ def field_diagnostics(run: Run) -> dict:
     spectrum_sum = np.zeros((len(labels), run.grid.shape[1] // 2 + 1))
     kinds = ("analysis", "increment", "truth")
     balance: dict[str, list[float]] = {f"{b}_{k}": [] for b in ("geostrophic", "hydrostatic") for k in kinds}
-    if truth_ds is not None:  # one conversion for every window
+    if truth_ds is not None:  # one conversion for every window; its times are the run's windows
         truth_all = to_tensor(truth_ds, labels).double().numpy()
-        truth_index = {pd.Timestamp(v): k for k, v in enumerate(truth_ds[TIME].values)}
     rank_sum = None
     has_geo = {"z500", "u500", "v500"} <= index.keys()
     has_hydro = {"z500", "z850", "t500", "t850"} <= index.keys()
-    for t in times:
+    for k, t in enumerate(times):
         a = read_state(run.path / "analysis" / f"{stamp(t)}.nc", labels).double().mean(0).numpy()
         b_members = read_state(run.path / "background" / f"{stamp(t)}.nc", labels).double().numpy()
         b = b_members.mean(0)
@@ -273,7 +272,7 @@ def field_diagnostics(run: Run) -> dict:
         spectrum_sum += metrics.zonal_power_spectrum(inc, weights)
         states = [("analysis", a), ("increment", inc)]
         if bias_sum is not None:
-            truth = truth_all[truth_index[t]]
+            truth = truth_all[k]
             bias_sum += a - truth
             states.append(("truth", truth))
             if b_members.shape[0] > 1:  # rank of the truth in the background ensemble, per channel
