@@ -88,6 +88,8 @@ class MethodContext:
         longitudes: Grid longitudes in degrees.
         background_error: Optional training-set statistics for B (see baselines.covariance).
         device: Where tensors live.
+        normalisation: The data's normalisation (cycler_da.normalization.NormStats), so methods
+            with trained networks can refuse weights made for other data; None skips the check.
     """
 
     channels: tuple[str, ...]
@@ -95,6 +97,7 @@ class MethodContext:
     longitudes: Any
     background_error: Any = None
     device: str = "cpu"
+    normalisation: Any = None
 
 
 Builder = Callable[..., AnalysisMethod]
@@ -115,6 +118,7 @@ def register(name: str) -> Callable[[Builder], Builder]:
 
 def _load_builtins() -> None:
     import baselines.methods  # noqa: F401  (registers none, 3dvar, enkf)
+    import score_da.methods  # noqa: F401  (registers dps, lo-sda)
 
 
 def known_methods() -> list[str]:

@@ -184,7 +184,7 @@ def setup(config: RunConfig, run_dir: Path) -> Setup:
     emulator.to(device)
     if cfg.forecast.compile:
         emulator.compile_network()
-    context = MethodContext(tuple(labels), grid.latitudes, grid.longitudes, bstats, str(device))
+    context = MethodContext(tuple(labels), grid.latitudes, grid.longitudes, bstats, str(device), stats)
     try:
         method = build_method(cfg.method.name, context, **cfg.method.params)
     except ValueError as err:

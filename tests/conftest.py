@@ -67,3 +67,35 @@ def tiny_checkpoint(nature_cache, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
     train_forecast(cfg, out, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_score_models(tiny_checkpoint, tmp_path_factory) -> tuple[Path, Path]:
+    """A one-epoch autoencoder and a 30-step prior on February 2018: (vae, prior) paths."""
+    from cycler_da.config import parse_config
+    from score_da.train import PriorTrainingConfig, VaeTrainingConfig, train_prior_model, train_vae
+
+    data = {"nature": {"compiled": False}, "train": list(TRAIN), "valid": ["2018-02-21", "2018-02-28T18"]}
+    root = tmp_path_factory.mktemp("score")
+    vae_cfg = parse_config(
+        {
+            "data": data,
+            "model": {"latent_channels": 4, "width": 8},
+            "training": {"epochs": 1, "batch_size": 8},
+        },
+        VaeTrainingConfig,
+    )
+    vae = train_vae(vae_cfg, root / "vae.pt", progress=False) and root / "vae.pt"
+    prior_cfg = parse_config(
+        {
+            "data": data,
+            "vae": str(vae),
+            "forecast_checkpoint": str(tiny_checkpoint),
+            "pairs": {"leads_hours": [6, 12]},
+            "model": {"width": 8, "depth": 1, "blocks": 1, "embedding": 16},
+            "training": {"steps": 30, "batch_size": 8, "log_every": 15},
+        },
+        PriorTrainingConfig,
+    )
+    prior = train_prior_model(prior_cfg, root / "prior.pt", progress=False) and root / "prior.pt"
+    return vae, prior

@@ -1,0 +1,67 @@
+"""Checkpoints of the score-based components: weights and a manifest in one file.
+
+One format for the autoencoder (``kind: "vae"``) and the diffusion prior (``kind:
+"prior"``). The manifest holds the architecture, channels, grid, normalisation and
+training provenance, so a checkpoint that does not match the data is refused by
+:func:`forecast_models.checkpoint.check_compatible` with a message saying why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from forecast_models.checkpoint import CheckpointError
+
+FORMAT = "cycler-score-checkpoint/1"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULTS = {"vae": WEIGHTS_DIR / "vae-T21.pt", "prior": WEIGHTS_DIR / "prior-T21.pt"}
+
+
+def resolve(path: str | Path, kind: str) -> Path:
+    """``"default"`` → the shipped checkpoint of `kind`; anything else is a path."""
+    return DEFAULTS[kind] if str(path) == "default" else Path(path)
+
+
+def save(path: str | Path, module: nn.Module, manifest: dict) -> Path:
+    """Writes weights and manifest atomically (the manifest must be JSON-serialisable)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "manifest": json.dumps(manifest, sort_keys=True),
+        "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+    }
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read(path: str | Path, kind: str) -> tuple[dict, dict]:
+    """(manifest, state_dict) of a checkpoint of `kind`, with clear errors on anything else."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such {kind} checkpoint: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a cycler score-model checkpoint (expected format {FORMAT})")
+    manifest = json.loads(payload["manifest"])
+    if manifest.get("kind") != kind:
+        raise CheckpointError(f"{path} holds a {manifest.get('kind')!r} model, not a {kind!r}")
+    return manifest, payload["state_dict"]
+
+
+def load_into(module: nn.Module, state_dict: dict, path: str | Path) -> nn.Module:
+    try:
+        module.load_state_dict(state_dict)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not fit the manifest's architecture: {err}") from err
+    return module.eval()

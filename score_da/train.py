@@ -1,0 +1,259 @@
+"""``cycler train vae`` and ``cycler train prior``: data, configuration, manifests, loading.
+
+The xarray side of the score-based components: the nature run's training years become
+normalised tensors, the tensor-level loops in :mod:`score_da.training` train on them, and
+the checkpoints record how (command, configuration, data, scores, versions).
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from cycler_da import __version__
+from cycler_da.config import ForecastDataConfig, ForecastTrainingConfig, Strict
+from cycler_da.provenance import file_hash, git_commit
+from score_da import checkpoint
+from score_da.latent import AutoencoderConfig, LatentSpace
+from score_da.networks import Autoencoder, Denoiser, coarsen_latitudes
+from score_da.schedule import VPSchedule
+from score_da.training import (
+    LEADS_HOURS,
+    AutoencoderTraining,
+    PriorTraining,
+    forecast_pairs,
+    reconstruction_rmse,
+    train_autoencoder,
+    train_prior,
+)
+
+
+@dataclass(frozen=True)
+class DenoiserConfig:
+    """Size of the denoiser and the noise schedule (``cycler train prior``: section ``model``)."""
+
+    __pydantic_config__ = {"extra": "forbid"}  # noqa: RUF012
+
+    width: int = 32
+    depth: int = 2
+    blocks: int = 1
+    embedding: int = 64
+    eta: float = 1e-3
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class VaeTrainingConfig(Strict):
+    """``cycler train vae``: data, model and optimisation."""
+
+    data: ForecastDataConfig = ForecastDataConfig()
+    model: AutoencoderConfig = AutoencoderConfig()
+    training: AutoencoderTraining = AutoencoderTraining()
+
+
+class PairsConfig(Strict):
+    """The prior's (background, truth) pairs.
+
+    leads_hours: background lead times, forecasts of the shipped (or given) emulator.
+    perturbed: also start every forecast from truth + an analysis-like perturbation (a draw
+        from the 24-h forecast-error covariance B, times an amplitude uniform in
+        [0, perturbation_scale]), so the prior knows cycled backgrounds.
+    start_stride: forecasts start every start_stride-th 6-hourly state of the series.
+    """
+
+    leads_hours: list[int] = Field(default_factory=lambda: list(LEADS_HOURS))
+    perturbed: bool = True
+    perturbation_scale: float = 1.0
+    start_stride: int = Field(default=1, ge=1)
+
+
+class PriorTrainingConfig(Strict):
+    """``cycler train prior``: data, the autoencoder and forecast model it builds on, model, optimisation."""
+
+    data: ForecastDataConfig = ForecastDataConfig()
+    vae: str = "default"
+    forecast_checkpoint: str = "default"
+    pairs: PairsConfig = PairsConfig()
+    model: DenoiserConfig = DenoiserConfig()
+    training: PriorTraining = PriorTraining()
+
+
+def _provenance(command: str, device: str, wall_seconds: float) -> dict:
+    return {"command": command or " ".join(sys.argv), "device": str(device), "threads": torch.get_num_threads(),
+            "machine": platform.machine(), "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "cycler_version": __version__, "git_commit": git_commit(), "torch_version": torch.__version__,
+            "wall_seconds": wall_seconds}  # fmt: skip
+
+
+def _series(data: ForecastDataConfig, device: str, progress: bool):
+    from cycler_da.forecast import load_series
+
+    train, valid, stats, grid = load_series(ForecastTrainingConfig(data=data), progress)
+    weights = torch.as_tensor(grid.area_weights(), dtype=torch.float32, device=device)
+    return stats.normalise(train).to(device), stats.normalise(valid).to(device), stats, grid, weights
+
+
+def train_vae(config: VaeTrainingConfig, out: Path, device: str = "cpu", resume: bool = False,
+              progress: bool = True, command: str = "") -> dict:  # fmt: skip
+    """Trains the autoencoder on the truth's training years; writes `out`; returns its manifest."""
+    state_path = out.with_name(out.name + ".train-state")
+    if state_path.exists() and not resume:
+        raise FileExistsError(f"{state_path} exists from an interrupted run: pass --resume, or delete it")
+    train, valid, stats, grid, weights = _series(config.data, device, progress)
+    torch.manual_seed(config.training.seed)
+    space = LatentSpace.build(config.model, config.data.channels, grid.latitudes).to(device)
+    history = train_autoencoder(space, train, valid, weights, config.training, state_path, progress)
+    rmse = reconstruction_rmse(space, valid, weights).cpu().numpy()
+    manifest = {
+        "kind": "vae",
+        "architecture": config.model.as_dict(),
+        "channels": list(config.data.channels),
+        "grid": grid.as_dict(),
+        "normalisation": stats.as_dict(),
+        "latent": {
+            "channels": config.model.latent_channels,
+            "shape": [grid.shape[0] // 2, grid.shape[1] // 2],
+        },
+        "parameters": sum(p.numel() for p in space.parameters()),
+        "training": {
+            "config": config.model_dump(mode="json"),
+            "history": history.records,
+            **_provenance(command, device, history.wall_seconds),
+        },
+        "validation": {
+            "period": list(config.data.valid),
+            "reconstruction_rmse_normalised": dict(zip(config.data.channels, map(float, rmse), strict=True)),
+            "reconstruction_rmse": dict(zip(config.data.channels, map(float, rmse * stats.std), strict=True)),
+        },
+    }
+    checkpoint.save(out, space.cpu(), manifest)
+    state_path.unlink(missing_ok=True)
+    return manifest
+
+
+def load_latent_space(path: str | Path = "default", device: str = "cpu") -> tuple[LatentSpace, dict]:
+    """The autoencoder of a ``vae`` checkpoint (``"default"``: the shipped one), in eval mode."""
+    path = checkpoint.resolve(path, "vae")
+    manifest, state = checkpoint.read(path, "vae")
+    net = Autoencoder(len(manifest["channels"]), np.asarray(manifest["grid"]["latitudes"]),
+                      **manifest["architecture"], pole_sign=_signs(manifest["channels"]))  # fmt: skip
+    space = checkpoint.load_into(LatentSpace(net), state, path)
+    return space.to(device), manifest
+
+
+def _signs(labels):
+    from score_da.latent import pole_signs
+
+    return pole_signs(labels)
+
+
+def load_prior(path: str | Path = "default", device: str = "cpu") -> tuple[Denoiser, VPSchedule, dict]:
+    """The denoiser (EMA weights) and schedule of a ``prior`` checkpoint, in eval mode."""
+    path = checkpoint.resolve(path, "prior")
+    manifest, state = checkpoint.read(path, "prior")
+    latitudes = coarsen_latitudes(np.asarray(manifest["grid"]["latitudes"]))
+    denoiser = Denoiser(manifest["latent"]["channels"], latitudes, **manifest["architecture"])
+    return checkpoint.load_into(denoiser, state, path).to(device), denoiser.schedule, manifest
+
+
+def _perturbation_sampler(
+    config: PriorTrainingConfig, emulator, forecast_path: Path, grid, stats, device: str
+):
+    """Draws truth perturbations from the 24-h forecast-error covariance, random amplitude per draw."""
+    from baselines.covariance import ControlTransform
+    from cycler_da import nature
+    from cycler_da.statistics_cache import background_error_stats
+
+    n = config.data.nature
+    spec = nature.NatureSpec(n.resolution, n.seed, n.compiled)
+    ds = nature.open_nature(config.data.train[0], config.data.train[1], spec, progress=False)
+    bstats = background_error_stats(ds, list(config.data.channels), tuple(config.data.train), stats,
+                                    emulator.cpu(), file_hash(forecast_path), spec.key)  # fmt: skip
+    emulator.to(device)
+    transform = ControlTransform(bstats, grid.latitudes, grid.longitudes, 1.0)
+    scale = config.pairs.perturbation_scale
+
+    def draw(count: int, generator: torch.Generator) -> torch.Tensor:
+        v = torch.randn((count, *transform.shape), generator=generator, dtype=torch.float64)
+        amplitude = scale * torch.rand(count, generator=generator, dtype=torch.float64)
+        return (transform(v) * amplitude[:, None, None, None]).float()
+
+    return draw
+
+
+def train_prior_model(config: PriorTrainingConfig, out: Path, device: str = "cpu", resume: bool = False,
+                      progress: bool = True, command: str = "") -> dict:  # fmt: skip
+    """Makes the pairs, trains the conditional prior, writes `out`; returns its manifest."""
+    from forecast_models.checkpoint import DEFAULT_CHECKPOINT, check_compatible, load_checkpoint
+
+    state_path = out.with_name(out.name + ".train-state")
+    if state_path.exists() and not resume:
+        raise FileExistsError(f"{state_path} exists from an interrupted run: pass --resume, or delete it")
+    if any(h <= 0 or h % 6 for h in config.pairs.leads_hours):
+        raise ValueError(f"pairs.leads_hours must be positive multiples of 6; got {config.pairs.leads_hours}")
+    train, valid, stats, grid, _ = _series(config.data, device, progress)
+    vae_path = checkpoint.resolve(config.vae, "vae")
+    space, vae_manifest = load_latent_space(vae_path, device)
+    fc_path = (
+        DEFAULT_CHECKPOINT if config.forecast_checkpoint == "default" else Path(config.forecast_checkpoint)
+    )
+    emulator, fc_manifest = load_checkpoint(fc_path, device)
+    labels = list(config.data.channels)
+    for name, manifest in (
+        (f"vae {vae_path}", vae_manifest),
+        (f"forecast checkpoint {fc_path}", fc_manifest),
+    ):
+        check_compatible(manifest, labels, grid.latitudes, grid.longitudes, stats.mean, stats.std, name=name)
+    perturb = None
+    if config.pairs.perturbed:
+        perturb = _perturbation_sampler(config, emulator, fc_path, grid, stats, device)
+    leads = tuple(config.pairs.leads_hours)
+    stride = config.pairs.start_stride
+    pairs = forecast_pairs(
+        emulator, space, train, leads, perturb, config.training.seed, stride=stride, progress=progress
+    )
+    valid_pairs = forecast_pairs(
+        emulator, space, valid, leads, perturb, config.training.seed + 1, progress=progress
+    )
+    torch.manual_seed(config.training.seed)
+    latitudes = coarsen_latitudes(grid.latitudes)
+    arch = config.model.as_dict()
+    denoiser = Denoiser(vae_manifest["latent"]["channels"], latitudes, **arch).to(device)
+    ema = Denoiser(vae_manifest["latent"]["channels"], latitudes, **arch).to(device)
+    ema.load_state_dict(denoiser.state_dict())
+    history = train_prior(
+        denoiser, ema, denoiser.schedule, pairs, valid_pairs, config.training, state_path, progress
+    )
+    manifest = {
+        "kind": "prior",
+        "architecture": config.model.as_dict(),
+        "channels": labels,
+        "grid": grid.as_dict(),
+        "normalisation": stats.as_dict(),
+        "latent": vae_manifest["latent"],
+        "leads_hours": list(leads),
+        "vae_sha256": file_hash(vae_path),
+        "forecast_checkpoint_sha256": file_hash(fc_path),
+        "parameters": sum(p.numel() for p in ema.parameters()),
+        "pairs": {"train": len(pairs), "valid": len(valid_pairs)},
+        "training": {
+            "config": config.model_dump(mode="json"),
+            "history": history.records,
+            **_provenance(command, device, history.wall_seconds),
+        },
+        "validation": {
+            "period": list(config.data.valid),
+            "eps_loss_ema": history.records[-1]["valid_loss_ema"],
+        },
+    }
+    checkpoint.save(out, ema.cpu(), manifest)
+    state_path.unlink(missing_ok=True)
+    return manifest

@@ -1,0 +1,333 @@
+"""Training the autoencoder and the conditional diffusion prior (tensors only).
+
+Both use AdamW with a linear warm-up and cosine decay, random longitude shifts as data
+augmentation (the nature run's forcing is zonally symmetric, so a shifted state is as
+likely as the original), and save a resumable training state as they go.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from score_da.latent import LatentSpace
+from score_da.networks import Denoiser
+from score_da.schedule import VPSchedule
+
+LEADS_HOURS = (6, 12, 24, 48)
+
+
+def lead_code(hours: Tensor | float) -> Tensor:
+    """Background lead time → the prior's conditioning input: 6 h → 0, 48 h → 1 (log scale)."""
+    return torch.log2(torch.as_tensor(hours, dtype=torch.float32) / 6.0) / 3.0
+
+
+@dataclass(frozen=True)
+class AutoencoderTraining:
+    """Optimisation of ``cycler train vae`` (section ``training``).
+
+    Attributes:
+        epochs: Passes over the training states.
+        batch_size: States per step.
+        lr: Peak learning rate.
+        weight_decay: AdamW weight decay.
+        kl_weight: Weight of the KL term per latent element against the per-element MSE;
+            small, so the latent keeps detail but stays smooth enough to optimise in.
+        area_weight_mix: Loss weights ``mix × area weight + (1 − mix)`` (as the emulator).
+        seed: Seed of initialisation, shifts and batch order.
+    """
+
+    __pydantic_config__ = {"extra": "forbid"}  # noqa: RUF012
+
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    kl_weight: float = 1e-4
+    area_weight_mix: float = 0.5
+    seed: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PriorTraining:
+    """Optimisation of ``cycler train prior`` (section ``training``).
+
+    Attributes:
+        steps: Optimiser steps.
+        batch_size: Pairs per step.
+        lr: Peak learning rate.
+        weight_decay: AdamW weight decay.
+        ema: Decay of the exponential moving average of the weights (the EMA is what ships).
+        seed: Seed of initialisation, noise, shifts and batch order.
+        log_every: Steps between progress records (and resumable saves).
+    """
+
+    __pydantic_config__ = {"extra": "forbid"}  # noqa: RUF012
+
+    steps: int = 8000
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    ema: float = 0.999
+    seed: int = 0
+    log_every: int = 500
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class History:
+    records: list[dict] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+
+def learning_rate(step: int, total: int, peak: float) -> float:
+    warmup = max(1, total // 20)
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.01 + 0.495 * (1 + math.cos(math.pi * progress)))
+
+
+def random_shift(generator: torch.Generator, nlon: int, multiple: int = 2) -> int:
+    """A longitude shift in grid cells, a multiple of `multiple` (the latent's coarsening)."""
+    return multiple * int(torch.randint(nlon // multiple, (1,), generator=generator))
+
+
+def area_weighted_mse(pred: Tensor, target: Tensor, weights: Tensor) -> Tensor:
+    return ((pred - target).pow(2) * weights[:, None]).mean()
+
+
+@torch.no_grad()
+def reconstruction_rmse(space: LatentSpace, series: Tensor, weights: Tensor, batch: int = 64) -> Tensor:
+    """Per-channel RMSE (normalised units) of decode(encode(x)) over a series."""
+    space.eval()
+    total = torch.zeros(series.shape[1], device=series.device)
+    for chunk in series.split(batch):
+        err = space.decode(space.encode(chunk)) - chunk
+        total += (err.pow(2) * weights[:, None]).mean(dim=(2, 3)).sum(dim=0)
+    return (total / series.shape[0]).sqrt()
+
+
+def _save(path: Path | None, **state) -> None:
+    if path is None:
+        return
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _resume(path: Path | None, config: dict) -> dict | None:
+    if path is None or not path.exists():
+        return None
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    if saved["config"] != config:
+        raise ValueError(f"{path} was made with other training settings; delete it to start afresh")
+    return saved
+
+
+def train_autoencoder(space: LatentSpace, train_series: Tensor, valid_series: Tensor, weights: Tensor,
+                      config: AutoencoderTraining, state_path: Path | None = None,
+                      progress: bool = True) -> History:  # fmt: skip
+    """Trains the autoencoder in place, then fits the latent standardisation on `train_series`."""
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    net = space.autoencoder
+    optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    loss_weights = config.area_weight_mix * weights + (1 - config.area_weight_mix)
+    history = History()
+    saved = _resume(state_path, config.as_dict())
+    if saved is not None:
+        net.load_state_dict(saved["network"])
+        optimiser.load_state_dict(saved["optimiser"])
+        generator.set_state(saved["generator"])
+        history = History(saved["records"], saved["wall_seconds"])
+    batches = math.ceil(train_series.shape[0] / config.batch_size)
+    for epoch in range(len(history.records), config.epochs):
+        began = time.perf_counter()
+        net.train()
+        losses = []
+        order = torch.randperm(train_series.shape[0], generator=generator)
+        bar = tqdm(order.split(config.batch_size), total=batches, disable=not progress, leave=False,
+                   desc=f"vae epoch {epoch + 1}/{config.epochs}")  # fmt: skip
+        for i, idx in enumerate(bar):
+            for group in optimiser.param_groups:
+                group["lr"] = learning_rate(epoch * batches + i, config.epochs * batches, config.lr)
+            x = torch.roll(
+                train_series[idx.to(train_series.device)], random_shift(generator, train_series.shape[-1]), -1
+            )
+            mean, logvar = net.encode(x)
+            noise = torch.randn(mean.shape, generator=generator).to(mean)
+            z = mean + (0.5 * logvar).exp() * noise
+            recon = area_weighted_mse(net.decode(z), x, loss_weights)
+            kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
+            loss = recon + config.kl_weight * kl
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            optimiser.step()
+            losses.append((float(recon.detach()), float(kl.detach())))
+            bar.set_postfix(mse=f"{np.mean([r for r, _ in losses[-50:]]):.5f}")
+        valid = reconstruction_rmse(space, valid_series, weights)
+        record = {"epoch": epoch + 1, "train_mse": float(np.mean([r for r, _ in losses])),
+                  "train_kl": float(np.mean([k for _, k in losses])),
+                  "valid_rmse": [float(v) for v in valid], "valid_rmse_mean": float(valid.mean()),
+                  "seconds": time.perf_counter() - began}  # fmt: skip
+        history.records.append(record)
+        history.wall_seconds += record["seconds"]
+        if progress:
+            tqdm.write(f"vae epoch {epoch + 1}/{config.epochs}: train MSE {record['train_mse']:.5f}, "
+                       f"valid reconstruction RMSE (normalised, mean over channels) "
+                       f"{record['valid_rmse_mean']:.4f} [{record['seconds']:.0f} s]")  # fmt: skip
+        _save(state_path, network=net.state_dict(), optimiser=optimiser.state_dict(),
+              generator=generator.get_state(), config=config.as_dict(), records=history.records,
+              wall_seconds=history.wall_seconds)  # fmt: skip
+    space.fit_standardisation(train_series)
+    return history
+
+
+@dataclass
+class Pairs:
+    """Training pairs of the prior in standardised latent space.
+
+    Attributes:
+        truth: (time, latent, h, w) latents of the truth series.
+        truth_index: (pair,) which truth latent each pair targets.
+        background: (pair, latent, h, w) latents of the backgrounds.
+        lead_hours: (pair,) lead time of each background.
+    """
+
+    truth: Tensor
+    truth_index: Tensor
+    background: Tensor
+    lead_hours: Tensor
+
+    def __len__(self) -> int:
+        return self.truth_index.shape[0]
+
+
+@torch.no_grad()
+def forecast_pairs(emulator, space: LatentSpace, series: Tensor, leads: tuple[int, ...] = LEADS_HOURS,
+                   perturb: Callable[[int, torch.Generator], Tensor] | None = None, seed: int = 0,
+                   stride: int = 1, batch: int = 64, progress: bool = True) -> Pairs:  # fmt: skip
+    """(background, truth) latent pairs from forecasts of a normalised series.
+
+    Every start time gives one forecast per lead from the truth and, with `perturb` (which
+    draws `n` analysis-like perturbations), one more from a perturbed truth, so the prior
+    also learns the backgrounds a cycle produces.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    space.eval()
+    steps = max(leads) // 6
+    keep = {h // 6 for h in leads}
+    truth = torch.cat([space.encode(c) for c in series.split(batch)])
+    starts = torch.arange(0, series.shape[0] - steps, stride)
+    kinds = [False, True] if perturb is not None else [False]
+    index, backgrounds, lead_hours = [], [], []
+    bar = tqdm(
+        total=len(starts) * len(kinds), disable=not progress, desc="forecasts for prior pairs", leave=False
+    )
+    for perturbed in kinds:
+        for chunk in starts.split(batch):
+            state = series[chunk.to(series.device)]
+            if perturbed:
+                state = state + perturb(len(chunk), generator).to(state)
+            for k in range(1, steps + 1):
+                state = emulator.step(state)
+                if k in keep:
+                    backgrounds.append(space.encode(state))
+                    index.append(chunk + k)
+                    lead_hours.append(torch.full((len(chunk),), 6.0 * k))
+            bar.update(len(chunk))
+    bar.close()
+    return Pairs(truth, torch.cat(index), torch.cat(backgrounds), torch.cat(lead_hours))
+
+
+def denoising_loss(denoiser: Denoiser, schedule: VPSchedule, z: Tensor, z_b: Tensor, lead: Tensor,
+                   generator: torch.Generator) -> Tensor:  # fmt: skip
+    t = torch.rand(z.shape[0], generator=generator).to(z)
+    eps = torch.randn(z.shape, generator=generator).to(z)
+    z_t = schedule.mu(t)[:, None, None, None] * z + schedule.sigma(t)[:, None, None, None] * eps
+    return (denoiser(z_t, t, z_b, lead) - eps).pow(2).mean()
+
+
+@torch.no_grad()
+def validation_loss(
+    denoiser: Denoiser, schedule: VPSchedule, pairs: Pairs, seed: int = 1, batch: int = 128
+) -> float:
+    """Mean ε-MSE over the pairs at fixed random times and noise (comparable across calls)."""
+    generator = torch.Generator().manual_seed(seed)
+    denoiser.eval()
+    total = 0.0
+    for idx in torch.arange(len(pairs)).split(batch):
+        z, z_b = pairs.truth[pairs.truth_index[idx]], pairs.background[idx]
+        loss = denoising_loss(denoiser, schedule, z, z_b, lead_code(pairs.lead_hours[idx]).to(z), generator)
+        total += float(loss) * len(idx)
+    return total / len(pairs)
+
+
+def train_prior(denoiser: Denoiser, ema: Denoiser, schedule: VPSchedule, pairs: Pairs, valid: Pairs,
+                config: PriorTraining, state_path: Path | None = None, progress: bool = True) -> History:  # fmt: skip
+    """Trains `denoiser` with the ε-loss; `ema` follows its exponential moving average."""
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    optimiser = torch.optim.AdamW(denoiser.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    history = History()
+    done = 0
+    saved = _resume(state_path, config.as_dict())
+    if saved is not None:
+        denoiser.load_state_dict(saved["network"])
+        ema.load_state_dict(saved["ema"])
+        optimiser.load_state_dict(saved["optimiser"])
+        generator.set_state(saved["generator"])
+        history = History(saved["records"], saved["wall_seconds"])
+        done = saved["step"]
+    nlon = pairs.truth.shape[-1]
+    bar = tqdm(total=config.steps, initial=done, disable=not progress, desc="prior", leave=False)
+    began, losses = time.perf_counter(), []
+    for step in range(done, config.steps):
+        denoiser.train()
+        for group in optimiser.param_groups:
+            group["lr"] = learning_rate(step, config.steps, config.lr)
+        idx = torch.randint(len(pairs), (config.batch_size,), generator=generator)
+        shift = random_shift(generator, nlon, 1)
+        z = torch.roll(pairs.truth[pairs.truth_index[idx]], shift, -1)
+        z_b = torch.roll(pairs.background[idx], shift, -1)
+        loss = denoising_loss(denoiser, schedule, z, z_b, lead_code(pairs.lead_hours[idx]).to(z), generator)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(denoiser.parameters(), 1.0)
+        optimiser.step()
+        with torch.no_grad():
+            for p_ema, p in zip(ema.parameters(), denoiser.parameters(), strict=True):
+                p_ema.lerp_(p, 1 - config.ema)
+        losses.append(float(loss.detach()))
+        bar.update(1)
+        if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
+            record = {"step": step + 1, "train_loss": float(np.mean(losses)),
+                      "valid_loss_ema": validation_loss(ema, schedule, valid),
+                      "seconds": time.perf_counter() - began}  # fmt: skip
+            history.records.append(record)
+            history.wall_seconds += record["seconds"]
+            if progress:
+                tqdm.write(f"prior step {step + 1}/{config.steps}: train ε-loss {record['train_loss']:.4f}, "
+                           f"valid ε-loss (EMA) {record['valid_loss_ema']:.4f} [{record['seconds']:.0f} s]")  # fmt: skip
+            _save(state_path, network=denoiser.state_dict(), ema=ema.state_dict(),
+                  optimiser=optimiser.state_dict(), generator=generator.get_state(), config=config.as_dict(),
+                  records=history.records, wall_seconds=history.wall_seconds, step=step + 1)  # fmt: skip
+            began, losses = time.perf_counter(), []
+    bar.close()
+    return history

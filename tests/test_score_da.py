@@ -1,0 +1,194 @@
+"""Score-based DA: schedule, sampler correctness, trained prior, DPS and LO-SDA, checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cycler_da.analysis import MethodContext, Observations, build_method, known_methods
+from forecast_models.checkpoint import CheckpointError
+from observation_ops.operator import PointObservationOperator
+from score_da import checkpoint
+from score_da.networks import Denoiser
+from score_da.sampling import DPS
+from score_da.schedule import VPSchedule
+from score_da.train import load_latent_space, load_prior
+from score_da.training import Pairs, PriorTraining, lead_code, train_prior
+
+LABELS = ("z500", "z850", "t500", "t850", "u250", "v250", "u500", "v500", "u850", "v850", "msl")
+
+
+def test_schedule_end_points_and_variance_preserving():
+    s = VPSchedule(1e-3)
+    t = torch.linspace(0, 1, 11)
+    assert float(s.mu(torch.tensor(0.0))) == pytest.approx(1.0)
+    assert float(s.sigma(torch.tensor(0.0))) == pytest.approx(1e-3)
+    assert float(s.mu(torch.tensor(1.0))) == pytest.approx(1e-3, rel=1e-4)
+    assert torch.allclose(s.mu(t) ** 2 + s.sigma(t) ** 2, torch.full_like(t, 1 + 1e-6), atol=1e-6)
+    assert (s.mu(t).diff() < 0).all()
+    assert lead_code(6.0) == pytest.approx(0.0) and lead_code(48.0) == pytest.approx(1.0)
+
+
+class _GaussianOracle(torch.nn.Module):
+    """The exact ε of z | z_b ~ N(a z_b, v): tests the sampler apart from any training."""
+
+    def __init__(self, schedule, a=0.8, v=0.36):
+        super().__init__()
+        self.schedule, self.a, self.v = schedule, a, v
+
+    def forward(self, z_t, t, z_b, lead):
+        mu, sigma = self.schedule.mu(t), self.schedule.sigma(t)
+        return sigma * (z_t - mu * self.a * z_b) / (mu**2 * self.v + sigma**2)
+
+
+@pytest.mark.parametrize("stochastic", [True, False])
+def test_sampler_with_exact_score_draws_the_target_distribution(stochastic):
+    schedule = VPSchedule()
+    sampler = DPS(None, _GaussianOracle(schedule), schedule, steps=128, scale=0.0, stochastic=stochastic)
+    z_b = torch.randn(1, 2, 4, 8, generator=torch.Generator().manual_seed(1)).expand(2000, -1, -1, -1)
+    z = sampler.sample_latent(z_b, None, torch.Generator().manual_seed(0))
+    assert torch.allclose(z.mean(0), 0.8 * z_b[0], atol=0.05)
+    assert float(z.var(0).mean()) == pytest.approx(0.36, rel=0.08)
+    assert sampler.nfe == 128
+
+
+def test_trained_tiny_prior_matches_the_training_distribution():
+    """A prior trained in seconds on z = 0.8 z_b + 0.6 ξ samples about that mean and variance."""
+    torch.manual_seed(0)
+    latitudes = np.array([-67.5, -22.5, 22.5, 67.5])
+    n = 512
+    z_b = torch.randn(n, 2, 4, 8)
+    pairs = Pairs(0.8 * z_b + 0.6 * torch.randn(n, 2, 4, 8), torch.arange(n), z_b, torch.full((n,), 6.0))
+    make = lambda: Denoiser(2, latitudes, width=16, depth=1, blocks=1, embedding=32)  # noqa: E731
+    denoiser, ema = make(), make()
+    ema.load_state_dict(denoiser.state_dict())
+    config = PriorTraining(steps=400, batch_size=64, lr=2e-3, ema=0.99, log_every=400)
+    history = train_prior(denoiser, ema, denoiser.schedule, pairs, pairs, config, progress=False)
+    assert history.records[-1]["valid_loss_ema"] < 0.5  # an untrained ε-predictor scores about 1
+    sampler = DPS(None, ema, ema.schedule, steps=32, scale=0.0)
+    condition = z_b[:1].expand(400, -1, -1, -1)
+    z = sampler.sample_latent(condition, None, torch.Generator().manual_seed(0))
+    assert (z.mean(0) - 0.8 * condition[0]).abs().mean() < 0.2
+    assert float(z.var(0).mean()) == pytest.approx(0.36, rel=0.3)
+
+
+def _context(grid_path):
+    from cycler_da.state import Grid
+
+    manifest, _ = checkpoint.read(grid_path, "vae")
+    grid = Grid.from_dict(manifest["grid"])
+    return MethodContext(LABELS, grid.latitudes, grid.longitudes), grid
+
+
+def _observations(grid, truth, fraction=0.05, sigma=0.1, seed=0):
+    rng = np.random.default_rng(seed)
+    nlat, nlon = grid.shape
+    columns = rng.choice(nlat * nlon, int(fraction * nlat * nlon), replace=False)
+    channel = np.repeat(np.arange(len(LABELS)), len(columns))
+    i, j = np.tile(columns // nlon, len(LABELS)), np.tile(columns % nlon, len(LABELS))
+    op = PointObservationOperator(
+        channel, grid.latitudes[i], grid.longitudes[j], grid.latitudes, grid.longitudes
+    )
+    y = op(truth.double())[0] + sigma * torch.as_tensor(rng.standard_normal(len(channel)))
+    return Observations(y, torch.full_like(y, sigma), op)
+
+
+def test_score_methods_are_registered():
+    assert {"dps", "lo-sda"} <= set(known_methods())
+
+
+@pytest.mark.parametrize("name", ["dps", "lo-sda"])
+def test_methods_shapes_finiteness_and_determinism(tiny_score_models, name):
+    vae, prior = tiny_score_models
+    context, grid = _context(vae)
+    method = build_method(name, context, vae=str(vae), prior=str(prior), steps=8)
+    g = torch.Generator().manual_seed(3)
+    truth = torch.randn(1, len(LABELS), *grid.shape, generator=g)
+    background = truth + 0.3 * torch.randn(3, len(LABELS), *grid.shape, generator=g)
+    obs = _observations(grid, truth)
+    a = method.analyse(background, obs, generator=torch.Generator().manual_seed(0))
+    b = method.analyse(background, obs, generator=torch.Generator().manual_seed(0))
+    c = method.analyse(background, obs, generator=torch.Generator().manual_seed(1))
+    assert a.state.shape == background.shape and torch.isfinite(a.state).all()
+    assert torch.equal(a.state, b.state)
+    assert not torch.equal(a.state, c.state)
+    assert a.diagnostics["nfe"] == 8 and np.isfinite(a.diagnostics["chi2_per_obs"])
+
+
+def test_lo_sda_fits_its_observations_within_their_error(tiny_score_models):
+    vae, prior = tiny_score_models
+    context, grid = _context(vae)
+    space, _ = load_latent_space(vae)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():  # a truth the decoder can represent, so the fit is the method's doing
+        z = torch.randn(
+            1, space.autoencoder.latent_channels, grid.shape[0] // 2, grid.shape[1] // 2, generator=g
+        )
+        truth = space.decode(z)
+        background = space.decode(z + 3 * torch.randn(2, *z.shape[1:], generator=g))
+    obs = _observations(grid, truth, fraction=0.05)
+    before = ((obs.values - obs.operator(background.double())) / obs.error_std).square().mean(dim=1).sqrt()
+    method = build_method(
+        "lo-sda", context, vae=str(vae), prior=str(prior), steps=8, polish_steps=200, lr=0.1
+    )
+    result = method.analyse(background, obs, generator=torch.Generator().manual_seed(0))
+    rms = ((obs.values - obs.operator(result.state.double())) / obs.error_std).square().mean(dim=1).sqrt()
+    assert (before > 3).all(), before  # the backgrounds misfit by several σ_o
+    assert (rms < 1.5).all(), rms  # the analyses fit to within their error, every member
+    assert result.diagnostics["chi2_per_obs"] < 1.5**2
+
+
+def test_checkpoint_errors_are_clear(tiny_score_models, tmp_path):
+    vae, prior = tiny_score_models
+    with pytest.raises(CheckpointError, match="'vae' model, not a 'prior'"):
+        load_prior(vae)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_latent_space(bad)
+    with pytest.raises(FileNotFoundError, match="no such vae checkpoint"):
+        load_latent_space(tmp_path / "missing.pt")
+    other = tmp_path / "other-vae.pt"
+    manifest, state = checkpoint.read(vae, "vae")
+    space, _ = load_latent_space(vae)
+    torch.nn.init.normal_(next(space.parameters()))
+    checkpoint.save(other, space, manifest)
+    context, _ = _context(vae)
+    with pytest.raises(CheckpointError, match="another autoencoder"):
+        build_method("dps", context, vae=str(other), prior=str(prior))
+    fewer = MethodContext(LABELS[:3], context.latitudes, context.longitudes)
+    with pytest.raises(CheckpointError, match="trained on channels"):
+        build_method("lo-sda", fewer, vae=str(vae), prior=str(prior))
+
+
+@pytest.mark.parametrize(("name", "members"), [("dps", 2), ("lo-sda", 1)])
+def test_cycle_with_score_methods(tmp_path, tiny_checkpoint, tiny_score_models, name, members):
+    import xarray as xr
+    import yaml
+
+    from cycler_da.config import parse_config
+    from cycler_da.driver import resolve, run_cycle
+    from cycler_da.run_config import RunConfig
+
+    vae, prior = tiny_score_models
+    cfg = parse_config(
+        {
+            "run": {"start": "2018-02-10", "days": 0.5, "runs_dir": str(tmp_path / "runs")},
+            "truth": {"nature": {"compiled": False}, "train_period": ["2018-02-01", "2018-02-20T18"]},
+            "forecast": {"checkpoint": str(tiny_checkpoint), "from_hours": []},
+            "observations": {"networks": [{"kind": "columns", "fraction": 0.1}]},
+            "method": {"name": name, "params": {"vae": str(vae), "prior": str(prior), "steps": 4}},
+            "ensemble": {"members": members},
+        },
+        RunConfig,
+    )
+    run_dir = run_cycle(cfg, progress=False)
+    resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert resolved["method"]["params"]["steps"] == 4 and resolved["method"]["params"]["lead_hours"] == 6.0
+    with xr.open_dataset(run_dir / "analysis" / "20180210T12.nc") as analysis:
+        assert analysis.sizes["realization"] == members
+        assert np.isfinite(analysis["geopotential"].values).all()
+    with xr.open_dataset(run_dir / "scores.nc") as scores:
+        assert np.isfinite(scores["analysis_rmse"].values).all()
+    assert resolve(cfg).ensemble.members == members
