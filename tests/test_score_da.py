@@ -150,7 +150,7 @@ def test_checkpoint_errors_are_clear(tiny_score_models, tmp_path):
     with pytest.raises(FileNotFoundError, match="no such vae checkpoint"):
         load_latent_space(tmp_path / "missing.pt")
     other = tmp_path / "other-vae.pt"
-    manifest, state = checkpoint.read(vae, "vae")
+    manifest, _ = checkpoint.read(vae, "vae")
     space, _ = load_latent_space(vae)
     torch.nn.init.normal_(next(space.parameters()))
     checkpoint.save(other, space, manifest)
