@@ -344,7 +344,11 @@ def run_cycle(config: RunConfig, resume: bool = False, progress: bool = True) ->
             if wobs.used is None:
                 analysis_state, diagnostics = x_b, {"observations": 0.0}
             else:
-                result = s.method.analyse(x_b, wobs.used, generator=generator)
+                try:
+                    result = s.method.analyse(x_b, wobs.used, generator=generator)
+                except FloatingPointError as err:
+                    raise RunError(f"window {t}: {config.method.name}: {err}; earlier windows are kept, "
+                                   "--resume continues from this one") from err  # fmt: skip
                 analysis_state, diagnostics = result.state, dict(result.diagnostics)
             x_a_phys = s.stats.denormalise(analysis_state.detach()).float()
             x_b_phys = s.stats.denormalise(x_b).float()

@@ -51,8 +51,10 @@ def _dps(context: MethodContext, vae: str = "default", prior: str = "default", s
 def _lo_sda(context: MethodContext, vae: str = "default", prior: str = "default", steps: int = 32,
             lead_hours: float = 6.0, corrections: int = 0, tau: float = 0.5, stochastic: bool = True,
             optimise_below: float = 0.6, inner_steps: int = 5, lr: float = 0.05, proximal: float = 1.0,
-            polish_steps: int = 30, polish_proximal: float = 0.1, fit_target: float = 1.0) -> LOSDA:  # fmt: skip
+            polish_steps: int = 30, polish_proximal: float = 0.1, fit_target: float = 1.0,
+            optimizer: str = "lbfgs") -> LOSDA:  # fmt: skip
     space, denoiser, schedule = _components(context, vae, prior)
     return LOSDA(space, denoiser, schedule, steps, lead_hours, corrections, tau, stochastic,
                  optimise_below=optimise_below, inner_steps=inner_steps, lr=lr, proximal=proximal,
-                 polish_steps=polish_steps, polish_proximal=polish_proximal, fit_target=fit_target)  # fmt: skip
+                 polish_steps=polish_steps, polish_proximal=polish_proximal, fit_target=fit_target,
+                 optimizer=optimizer)  # fmt: skip

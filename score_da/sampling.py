@@ -92,6 +92,15 @@ class LatentSampler:
             z = z - (delta * eps + torch.sqrt(2 * delta) * self.noise(z, generator)) * self.schedule.sigma(t)
         return z
 
+    def checked(self, state: Tensor, what: str) -> Tensor:
+        """The decoded analysis, or a clear error if the sampler diverged."""
+        if not torch.isfinite(state).all():
+            raise FloatingPointError(
+                f"{what} produced a non-finite analysis: the sampler diverged (a smaller guidance scale "
+                "or learning rate, or more steps, may help)"
+            )
+        return state
+
     def misfit(self, z: Tensor, observations: Observations) -> Tensor:
         """Per-member ``½‖(y − H(D(z)))/σ_o‖²``, shape (member,)."""
         y = observations.values.to(z)
@@ -138,7 +147,7 @@ class DPS(LatentSampler):
             z_b = self.space.encode(background.float())
         z = self.sample_latent(z_b, observations, generator)
         with torch.no_grad():
-            state = self.space.decode(z).to(background.dtype)
+            state = self.checked(self.space.decode(z).to(background.dtype), "dps")
             chi2 = (2 * self.misfit(z, observations)).mean() / max(len(observations), 1)
         return Analysis(state, {"nfe": float(self.nfe), "chi2_per_obs": float(chi2),
                                 "seconds": time.perf_counter() - began})  # fmt: skip
@@ -150,18 +159,24 @@ class LOSDA(LatentSampler):
     Args (besides :class:`LatentSampler`'s):
         optimise_below: Optimise at steps with t below this (the early, noisy steps carry
             little information about the observations).
-        inner_steps: Adam iterations per optimised step.
-        lr: Adam learning rate in standardised latent units.
+        inner_steps: Optimiser iterations per optimised step.
+        lr: Adam's learning rate in standardised latent units (L-BFGS uses a line search).
         proximal: λ0 of the proximal weight λ_t = λ0 σ_t² / μ_t².
-        polish_steps: Adam iterations of the final polish (0: none).
+        polish_steps: Optimiser iterations of the final polish (0: none).
         polish_proximal: λ of the final polish's proximal term.
         fit_target: Stop an optimisation once χ²/m falls to this (1: fitted to within σ_o).
+        optimizer: "lbfgs" (strong-Wolfe line search; scale-aware, as 3D-Var's minimiser) or
+            "adam" (as L3DVar; its per-element step normalisation also moves latents the
+            observations hardly constrain).
     """
 
     def __init__(self, *args, optimise_below: float = 0.6, inner_steps: int = 5, lr: float = 0.05,
                  proximal: float = 1.0, polish_steps: int = 30, polish_proximal: float = 0.1,
-                 fit_target: float = 1.0, **kwargs):  # fmt: skip
+                 fit_target: float = 1.0, optimizer: str = "lbfgs", **kwargs):  # fmt: skip
         super().__init__(*args, **kwargs)
+        if optimizer not in ("lbfgs", "adam"):
+            raise ValueError(f"optimizer must be 'lbfgs' or 'adam'; got {optimizer!r}")
+        self.optimizer = optimizer
         if inner_steps < 0 or polish_steps < 0:
             raise ValueError("inner_steps and polish_steps must be >= 0")
         if lr <= 0 or proximal < 0 or polish_proximal < 0 or fit_target <= 0:
@@ -174,18 +189,38 @@ class LOSDA(LatentSampler):
     def optimise(self, anchor: Tensor, observations: Observations, weight: float, iterations: int) -> Tensor:
         """argmin ½‖r(z)‖² + ½ weight ‖z − anchor‖², per member, from the anchor; early stop at the fit target."""
         z = anchor.detach().clone().requires_grad_()
-        optimiser = torch.optim.Adam([z], lr=self.lr)
         m = max(len(observations), 1)
-        for _ in range(iterations):
+        if self.optimizer == "adam":
+            optimiser = torch.optim.Adam([z], lr=self.lr)
+        else:
+            optimiser = torch.optim.LBFGS(
+                [z], lr=1.0, max_iter=1, history_size=10, line_search_fn="strong_wolfe"
+            )
+        fitted = False
+
+        def closure() -> Tensor:
+            nonlocal fitted
+            optimiser.zero_grad(set_to_none=True)
             with torch.enable_grad():
                 misfit = self.misfit(z, observations)
                 self.decoder_evaluations += 1
-                if float((2 * misfit.detach()).max()) / m <= self.fit_target:
+                fitted = float((2 * misfit.detach()).max()) / m <= self.fit_target
+                cost = (misfit + 0.5 * weight * (z - anchor).square().flatten(1).sum(dim=1)).sum()
+                cost.backward()
+            return cost
+
+        for _ in range(iterations):
+            if self.optimizer == "adam":
+                closure()
+                if fitted:
                     break
-                cost = misfit + 0.5 * weight * (z - anchor).square().flatten(1).sum(dim=1)
-                optimiser.zero_grad(set_to_none=True)
-                cost.sum().backward()
-            optimiser.step()
+                optimiser.step()
+            else:
+                optimiser.step(closure)
+                with torch.no_grad():
+                    misfit = self.misfit(z, observations)
+                if float((2 * misfit).max()) / m <= self.fit_target:
+                    break
         return z.detach()
 
     def analyse(self, background: Tensor, observations: Observations, *,
@@ -208,7 +243,7 @@ class LOSDA(LatentSampler):
                     z = self.correct(z, t_next, z_b, generator)
             if self.polish_steps:
                 z = self.optimise(z, observations, self.polish_proximal, self.polish_steps)
-            state = self.space.decode(z).to(background.dtype)
+            state = self.checked(self.space.decode(z).to(background.dtype), "lo-sda")
             chi2 = (2 * self.misfit(z, observations)).mean() / max(len(observations), 1)
         return Analysis(state, {"nfe": float(self.nfe), "decoder_evaluations": float(self.decoder_evaluations),
                                 "chi2_per_obs": float(chi2), "seconds": time.perf_counter() - began})  # fmt: skip

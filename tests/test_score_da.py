@@ -162,8 +162,8 @@ def test_checkpoint_errors_are_clear(tiny_score_models, tmp_path):
         build_method("lo-sda", fewer, vae=str(vae), prior=str(prior))
 
 
-@pytest.mark.parametrize(("name", "members"), [("dps", 2), ("lo-sda", 1)])
-def test_cycle_with_score_methods(tmp_path, tiny_checkpoint, tiny_score_models, name, members):
+@pytest.mark.parametrize(("name", "members", "params"), [("dps", 2, {"scale": 0.05}), ("lo-sda", 1, {})])
+def test_cycle_with_score_methods(tmp_path, tiny_checkpoint, tiny_score_models, name, members, params):
     import xarray as xr
     import yaml
 
@@ -178,7 +178,7 @@ def test_cycle_with_score_methods(tmp_path, tiny_checkpoint, tiny_score_models, 
             "truth": {"nature": {"compiled": False}, "train_period": ["2018-02-01", "2018-02-20T18"]},
             "forecast": {"checkpoint": str(tiny_checkpoint), "from_hours": []},
             "observations": {"networks": [{"kind": "columns", "fraction": 0.1}]},
-            "method": {"name": name, "params": {"vae": str(vae), "prior": str(prior), "steps": 4}},
+            "method": {"name": name, "params": {"vae": str(vae), "prior": str(prior), "steps": 4, **params}},
             "ensemble": {"members": members},
         },
         RunConfig,
