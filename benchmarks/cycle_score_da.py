@@ -78,8 +78,11 @@ def forecast_rmse(run_dir: Path) -> dict[int, np.ndarray]:
         return {}
     with xr.open_dataset(path) as ds:
         rmse = ds["forecast_rmse"].load()
-    hours = (rmse["lead_time"].values / np.timedelta64(1, "h")).astype(int)
-    return {int(h): np.sqrt((rmse.isel(lead_time=i) ** 2).mean("time").values) for i, h in enumerate(hours)}
+    hours = (rmse["prediction_timedelta"].values / np.timedelta64(1, "h")).astype(int)
+    return {
+        int(h): np.sqrt((rmse.isel(prediction_timedelta=i) ** 2).mean("time").values)
+        for i, h in enumerate(hours)
+    }
 
 
 def method_cost(run_dir: Path) -> dict:

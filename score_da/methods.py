@@ -39,10 +39,11 @@ def _components(context: MethodContext, vae: str, prior: str):
 
 @register("dps")
 def _dps(context: MethodContext, vae: str = "default", prior: str = "default", steps: int = 32,
-         lead_hours: float = 6.0, scale: float = 0.5, corrections: int = 0, tau: float = 0.5,
+         lead_hours: float = 6.0, scale: float = 1.0, corrections: int = 0, tau: float = 0.5,
          stochastic: bool = True) -> DPS:  # fmt: skip
     # lead_hours: the background's lead the prior is conditioned on: 6 in a 6-hourly cycle,
-    # 48 in the seed protocol. scale: ζ of the DPS step (0 samples the prior alone).
+    # 48 in the seed protocol. scale: ζ of the DPS step (0 samples the prior alone); 1.0 was the
+    # best of 0.5, 1 and 2 in 1-2-day cycles at 5 % columns (z500 analysis RMSE 195, 135, 247).
     space, denoiser, schedule = _components(context, vae, prior)
     return DPS(space, denoiser, schedule, steps, lead_hours, corrections, tau, stochastic, scale=scale)
 

@@ -111,7 +111,7 @@ class LatentSampler:
 class DPS(LatentSampler):
     """Latent diffusion posterior sampling; `scale` is ζ (0: samples of the prior alone)."""
 
-    def __init__(self, *args, scale: float = 0.5, **kwargs):
+    def __init__(self, *args, scale: float = 1.0, **kwargs):
         super().__init__(*args, **kwargs)
         if scale < 0:
             raise ValueError(f"scale must be >= 0; got {scale}")
