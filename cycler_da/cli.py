@@ -180,29 +180,7 @@ def train_forecast(
 
     Example: cycler train forecast --epochs 12 --out forecast.pt
     """
-    from cycler_da.config import ConfigError, ForecastTrainingConfig, dump_config, load_config
-    from cycler_da.forecast import train_forecast as run_training
-
-    overrides = {"training.epochs": epochs} if epochs is not None else {}
-    try:
-        cfg = load_config(config, ForecastTrainingConfig, overrides)
-    except ConfigError as err:
-        _fail(str(err))
-    if out.exists() and not (overwrite or resume):
-        _fail(f"{out} exists; pass --overwrite or choose another --out")
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            _fail("--device cuda asked for, but torch sees no CUDA device")
-    n = set_threads(threads)
-    typer.echo(f"# resolved config ({n} thread(s), device {device})\n{dump_config(cfg)}")
-    given = {"--config": config, "--device": device, "--epochs": epochs, "--out": out, "--threads": threads}
-    command = " ".join(["cycler train forecast", *(f"{k} {v}" for k, v in given.items() if v is not None)])
-    try:
-        manifest = run_training(cfg, out, device, resume, command=command + (" --resume" if resume else ""))
-    except (ValueError, FileExistsError, FileNotFoundError, ImportError) as err:
-        _fail(str(err))
+    manifest = _train("forecast", config, device, epochs, out, resume, threads, overwrite)
     scores = manifest["validation"]
     typer.echo(f"wrote {out} ({manifest['parameters']:,} parameters, "
                f"{manifest['training']['wall_seconds']:.0f} s training)")  # fmt: skip
@@ -212,12 +190,14 @@ def train_forecast(
         typer.echo(f"{ch:8} {rmse:10.4g} {pers:12.4g} {rmse / pers:6.2f}")
 
 
-def _score_training(kind: str, config, device, steps_override, out, resume, threads, overwrite) -> dict:
-    """Shared body of ``cycler train vae`` and ``cycler train prior``."""
-    from cycler_da.config import ConfigError, dump_config, load_config
+def _train(kind: str, config, device, steps_override, out, resume, threads, overwrite) -> dict:
+    """Shared body of ``cycler train forecast|vae|prior``: config, checks, provenance, errors."""
+    from cycler_da.config import ConfigError, ForecastTrainingConfig, dump_config, load_config
+    from cycler_da.forecast import train_forecast as forecast_training
     from score_da import train as score_train
 
     model, run_training, key = {
+        "forecast": (ForecastTrainingConfig, forecast_training, "training.epochs"),
         "vae": (score_train.VaeTrainingConfig, score_train.train_vae, "training.epochs"),
         "prior": (score_train.PriorTrainingConfig, score_train.train_prior_model, "training.steps"),
     }[kind]
@@ -234,7 +214,7 @@ def _score_training(kind: str, config, device, steps_override, out, resume, thre
             _fail("--device cuda asked for, but torch sees no CUDA device")
     n = set_threads(threads)
     typer.echo(f"# resolved config ({n} thread(s), device {device})\n{dump_config(cfg)}")
-    flag = "--epochs" if kind == "vae" else "--steps"
+    flag = "--steps" if kind == "prior" else "--epochs"
     given = {"--config": config, "--device": device, flag: steps_override, "--out": out, "--threads": threads}
     command = " ".join([f"cycler train {kind}", *(f"{k} {v}" for k, v in given.items() if v is not None)])
     try:
@@ -264,7 +244,7 @@ def train_vae(
 
     Example: cycler train vae --epochs 30 --out vae.pt
     """
-    manifest = _score_training("vae", config, device, epochs, out, resume, threads, overwrite)
+    manifest = _train("vae", config, device, epochs, out, resume, threads, overwrite)
     typer.echo(f"wrote {out} ({manifest['parameters']:,} parameters, "
                f"{manifest['training']['wall_seconds']:.0f} s training)")  # fmt: skip
     typer.echo(f"{'channel':8} {'reconstruction RMSE':>20} {'normalised':>11}")
@@ -292,7 +272,7 @@ def train_prior(
 
     Example: cycler train prior --steps 20000 --out prior.pt
     """
-    manifest = _score_training("prior", config, device, steps, out, resume, threads, overwrite)
+    manifest = _train("prior", config, device, steps, out, resume, threads, overwrite)
     typer.echo(f"wrote {out} ({manifest['parameters']:,} parameters, {manifest['pairs']['train']:,} pairs, "
                f"{manifest['training']['wall_seconds']:.0f} s training); "
                f"validation eps-loss {manifest['validation']['eps_loss_ema']:.4f}")  # fmt: skip

@@ -41,19 +41,20 @@ def save_checkpoint(path: str | Path, emulator: Emulator, manifest: dict) -> Pat
 
 
 def read_manifest(path: str | Path) -> dict:
-    return _read(path)[0]
+    return read_payload(path)[0]
 
 
-def _read(path: str | Path) -> tuple[dict, dict]:
+def read_payload(path: str | Path, format: str = FORMAT, what: str = "forecast") -> tuple[dict, dict]:
+    """(manifest, state_dict) of a checkpoint file of `format`, with clear errors on anything else."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no such checkpoint: {path}")
+        raise FileNotFoundError(f"no such {what} checkpoint: {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise CheckpointError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from err
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a cycler forecast checkpoint (expected format {FORMAT})")
+    if not isinstance(payload, dict) or payload.get("format") != format:
+        raise CheckpointError(f"{path} is not a cycler {what} checkpoint (expected format {format})")
     return json.loads(payload["manifest"]), payload["state_dict"]
 
 
@@ -61,7 +62,7 @@ def load_checkpoint(
     path: str | Path = DEFAULT_CHECKPOINT, device: str | torch.device = "cpu"
 ) -> tuple[Emulator, dict]:
     """Builds the emulator from a checkpoint; returns it (eval mode) and its manifest."""
-    manifest, state_dict = _read(path)
+    manifest, state_dict = read_payload(path)
     emulator = emulator_from_manifest(manifest)
     try:
         emulator.network.load_state_dict(state_dict)

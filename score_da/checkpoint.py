@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from forecast_models.checkpoint import CheckpointError
+from forecast_models.checkpoint import CheckpointError, read_payload
 
 FORMAT = "cycler-score-checkpoint/1"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -44,19 +44,10 @@ def save(path: str | Path, module: nn.Module, manifest: dict) -> Path:
 
 def read(path: str | Path, kind: str) -> tuple[dict, dict]:
     """(manifest, state_dict) of a checkpoint of `kind`, with clear errors on anything else."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no such {kind} checkpoint: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from err
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a cycler score-model checkpoint (expected format {FORMAT})")
-    manifest = json.loads(payload["manifest"])
+    manifest, state_dict = read_payload(path, FORMAT, kind)
     if manifest.get("kind") != kind:
         raise CheckpointError(f"{path} holds a {manifest.get('kind')!r} model, not a {kind!r}")
-    return manifest, payload["state_dict"]
+    return manifest, state_dict
 
 
 def load_into(module: nn.Module, state_dict: dict, path: str | Path) -> nn.Module:

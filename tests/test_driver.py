@@ -141,7 +141,7 @@ def test_errors_are_clear_and_keep_earlier_windows(tmp_path, tiny_checkpoint, mo
         )
     with pytest.raises(ConfigError, match=r"unknown key 'run\.dayz'"):
         parse_config({"run": {"dayz": 3}}, RunConfig)
-    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+    with pytest.raises(FileNotFoundError, match="no such forecast checkpoint"):
         run_cycle(_config(tmp_path, tmp_path / "missing.pt"), progress=False)
     fewer = {**_config(tmp_path, tiny_checkpoint).model_dump(mode="json"), "channels": ["z500", "t850"]}
     with pytest.raises(RunError, match="trained on channels"):

@@ -116,7 +116,7 @@ def test_checkpoint_round_trip(tmp_path):
 
 
 def test_checkpoint_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+    with pytest.raises(FileNotFoundError, match="no such forecast checkpoint"):
         load_checkpoint(tmp_path / "absent.pt")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"\x00garbage")
