@@ -43,7 +43,7 @@ def _dps(context: MethodContext, vae: str = "default", prior: str = "default", s
          stochastic: bool = True) -> DPS:  # fmt: skip
     # lead_hours: the background's lead the prior is conditioned on: 6 in a 6-hourly cycle,
     # 48 in the seed protocol. scale: ζ of the DPS step (0 samples the prior alone); 1.0 was the
-    # best of 0.5, 1 and 2 in 1-2-day cycles at 5 % columns (z500 analysis RMSE 195, 135, 247).
+    # best of 0, 0.5, 1 and 2 in benchmarks/tune_score_da.py (3-day cycles, 5 % columns).
     space, denoiser, schedule = _components(context, vae, prior)
     return DPS(space, denoiser, schedule, steps, lead_hours, corrections, tau, stochastic, scale=scale)
 
@@ -54,6 +54,9 @@ def _lo_sda(context: MethodContext, vae: str = "default", prior: str = "default"
             optimise_below: float = 0.6, inner_steps: int = 5, lr: float = 0.05, proximal: float = 1.0,
             polish_steps: int = 30, polish_proximal: float = 0.1, fit_target: float = 1.0,
             optimizer: str = "lbfgs") -> LOSDA:  # fmt: skip
+    # benchmarks/tune_score_da.py: proximal and optimise_below hardly matter (the late steps, the
+    # polish and the χ²/m stop decide the analysis); fit_target 0.7 is a little better but
+    # over-fits (O−A/σo ~0.6) at 1.3x the cost; Adam is worse than L-BFGS; 16 steps cost half.
     space, denoiser, schedule = _components(context, vae, prior)
     return LOSDA(space, denoiser, schedule, steps, lead_hours, corrections, tau, stochastic,
                  optimise_below=optimise_below, inner_steps=inner_steps, lr=lr, proximal=proximal,
