@@ -42,7 +42,7 @@ from cycler_da.sources import DataError, open_dataset
 from cycler_da.state import Grid, to_tensor
 from cycler_da.statistics_cache import background_error_stats, truth_climatology, truth_norm_stats
 from cycler_da.variables import TIME
-from forecast_models.checkpoint import DEFAULT_CHECKPOINT, check_compatible, load_checkpoint
+from forecast_models.checkpoint import check_compatible, load_checkpoint, resolve_checkpoint
 from observation_ops.networks import NetworkSpec
 
 STEP = pd.Timedelta(hours=6)
@@ -154,7 +154,7 @@ def setup(config: RunConfig, run_dir: Path) -> Setup:
     earliest = start - pd.Timedelta(
         hours=cfg.cold_start.lead_hours + cfg.cold_start.lagged_hours * (members - 1)
     )
-    checkpoint = DEFAULT_CHECKPOINT if cfg.forecast.checkpoint == "default" else Path(cfg.forecast.checkpoint)
+    checkpoint = resolve_checkpoint(cfg.forecast.checkpoint)
     emulator, manifest = load_checkpoint(checkpoint, device)
     # Forecasts from analyses are scored as far as the truth reaches past the last window.
     last = windows[-1] + pd.Timedelta(hours=cfg.forecast.max_lead_hours if cfg.forecast.from_hours else 0)

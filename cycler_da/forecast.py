@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import platform
-import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from cycler_da import __version__, nature
+from cycler_da import nature
 from cycler_da.config import ForecastTrainingConfig
 from cycler_da.normalization import compute_stats
-from cycler_da.provenance import git_commit
+from cycler_da.provenance import training_provenance
 from cycler_da.state import Grid, to_tensor
 from cycler_da.variables import TIME
 
@@ -98,15 +95,7 @@ def train_forecast(
             "config": config.model_dump(mode="json"),
             "data": {"source": "nature", "key": nature_spec(config).key, **nature_spec(config).as_dict()},
             "history": result.history,
-            "wall_seconds": result.wall_seconds,
-            "device": str(device),
-            "threads": torch.get_num_threads(),
-            "machine": platform.machine(),
-            "command": command or " ".join(sys.argv),
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "cycler_version": __version__,
-            "git_commit": git_commit(),
-            "torch_version": torch.__version__,
+            **training_provenance(command, device, result.wall_seconds),
         },
         "validation": {"period": list(config.data.valid), **scores},
     }

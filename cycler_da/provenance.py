@@ -53,3 +53,24 @@ def provenance_attrs(config: dict, seed: int | None = None) -> dict[str, str | i
     if seed is not None:
         attrs["seed"] = seed
     return attrs
+
+
+def training_provenance(command: str, device: str, wall_seconds: float) -> dict:
+    """How a checkpoint was trained: command, device, threads, machine, date and versions."""
+    import platform
+    import sys
+    from datetime import UTC, datetime
+
+    import torch
+
+    return {
+        "command": command or " ".join(sys.argv),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cycler_version": __version__,
+        "git_commit": git_commit(),
+        "torch_version": torch.__version__,
+        "wall_seconds": wall_seconds,
+    }

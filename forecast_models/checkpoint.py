@@ -25,19 +25,29 @@ class CheckpointError(ValueError):
     """A checkpoint that is unreadable or does not match the data."""
 
 
-def save_checkpoint(path: str | Path, emulator: Emulator, manifest: dict) -> Path:
-    """Writes weights and manifest atomically. The manifest must be JSON-serialisable."""
+def resolve_checkpoint(path: str | Path) -> Path:
+    """``"default"`` → the shipped forecast checkpoint; anything else is a path."""
+    return DEFAULT_CHECKPOINT if str(path) == "default" else Path(path)
+
+
+def write_payload(path: str | Path, format: str, manifest: dict, state_dict: dict) -> Path:
+    """Writes weights and manifest atomically in `format` (the manifest must be JSON-serialisable)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
-        "format": FORMAT,
+        "format": format,
         "manifest": json.dumps(manifest, sort_keys=True),
-        "state_dict": {k: v.detach().cpu() for k, v in emulator.network.state_dict().items()},
+        "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
     }
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save(payload, tmp)
     os.replace(tmp, path)
     return path
+
+
+def save_checkpoint(path: str | Path, emulator: Emulator, manifest: dict) -> Path:
+    """Writes the emulator's weights and manifest atomically."""
+    return write_payload(path, FORMAT, manifest, emulator.network.state_dict())
 
 
 def read_manifest(path: str | Path) -> dict:

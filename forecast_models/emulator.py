@@ -48,12 +48,23 @@ def _is_wind(label: str) -> bool:
     return channel(label).variable.name in ("u_component_of_wind", "v_component_of_wind")
 
 
+def pole_signs(labels: list[str] | tuple[str, ...]) -> Tensor:
+    """(channel,): -1 for wind components, whose direction reverses across a pole, else 1."""
+    return torch.tensor([-1.0 if _is_wind(label) else 1.0 for label in labels])
+
+
+def latitude_features(latitudes: np.ndarray) -> Tensor:
+    """(1, STATIC_FEATURES, lat, 1): sin and cos of latitude, the networks' static inputs."""
+    lat = torch.as_tensor(np.radians(np.asarray(latitudes, float)), dtype=torch.float32)
+    return torch.stack([torch.sin(lat), torch.cos(lat)])[None, :, :, None]
+
+
 def _build_unet(config: ArchitectureConfig, labels: list[str], grid_shape: tuple[int, int]) -> nn.Module:
     from forecast_models.unet import SphereUNet
 
     sign = None
     if config.pole_sign_flip:
-        sign = torch.tensor([-1.0 if _is_wind(label) else 1.0 for label in labels] + [1.0] * STATIC_FEATURES)
+        sign = torch.cat([pole_signs(labels), torch.ones(STATIC_FEATURES)])
     channels = len(labels)
     return SphereUNet(channels + STATIC_FEATURES, channels, config.width, config.depth, config.blocks, sign)
 
@@ -104,9 +115,7 @@ class Emulator(nn.Module):
     def __init__(self, network: nn.Module, latitudes: np.ndarray, increment_std: np.ndarray):
         super().__init__()
         self.network = network
-        lat = torch.as_tensor(np.radians(latitudes), dtype=torch.float32)
-        static = torch.stack([torch.sin(lat), torch.cos(lat)])[None, :, :, None]  # (1, 2, lat, 1)
-        self.register_buffer("static", static)
+        self.register_buffer("static", latitude_features(latitudes))
         self.register_buffer(
             "increment_std", torch.as_tensor(increment_std, dtype=torch.float32)[:, None, None]
         )

@@ -8,14 +8,11 @@ training provenance, so a checkpoint that does not match the data is refused by
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
-import torch
 from torch import nn
 
-from forecast_models.checkpoint import CheckpointError, read_payload
+from forecast_models.checkpoint import CheckpointError, read_payload, write_payload
 
 FORMAT = "cycler-score-checkpoint/1"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -29,17 +26,7 @@ def resolve(path: str | Path, kind: str) -> Path:
 
 def save(path: str | Path, module: nn.Module, manifest: dict) -> Path:
     """Writes weights and manifest atomically (the manifest must be JSON-serialisable)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "format": FORMAT,
-        "manifest": json.dumps(manifest, sort_keys=True),
-        "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
-    }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return write_payload(path, FORMAT, manifest, module.state_dict())
 
 
 def read(path: str | Path, kind: str) -> tuple[dict, dict]:

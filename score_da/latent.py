@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from forecast_models.emulator import pole_signs
 from score_da.networks import Autoencoder
 
 
@@ -33,12 +34,6 @@ class AutoencoderConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def pole_signs(labels: list[str] | tuple[str, ...]) -> Tensor:
-    from forecast_models.emulator import _is_wind
-
-    return torch.tensor([-1.0 if _is_wind(label) else 1.0 for label in labels])
 
 
 class LatentSpace(nn.Module):

@@ -16,14 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from forecast_models.emulator import latitude_features
 from forecast_models.unet import ResBlock, SphereConv
 from score_da.schedule import VPSchedule
-
-
-def latitude_features(latitudes: np.ndarray) -> Tensor:
-    """(1, 2, lat, 1): sin and cos of latitude, the networks' only static inputs."""
-    lat = torch.as_tensor(np.radians(np.asarray(latitudes, float)), dtype=torch.float32)
-    return torch.stack([torch.sin(lat), torch.cos(lat)])[None, :, :, None]
 
 
 def coarsen_latitudes(latitudes: np.ndarray) -> np.ndarray:

@@ -7,19 +7,16 @@ the checkpoints record how (command, configuration, data, scores, versions).
 
 from __future__ import annotations
 
-import platform
-import sys
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 from pydantic import Field
 
-from cycler_da import __version__
 from cycler_da.config import ForecastDataConfig, ForecastTrainingConfig, Strict
-from cycler_da.provenance import file_hash, git_commit
+from cycler_da.provenance import file_hash, training_provenance
+from forecast_models.emulator import pole_signs
 from score_da import checkpoint
 from score_da.latent import AutoencoderConfig, LatentSpace
 from score_da.networks import Autoencoder, Denoiser, coarsen_latitudes
@@ -86,13 +83,6 @@ class PriorTrainingConfig(Strict):
     training: PriorTraining = PriorTraining()
 
 
-def _provenance(command: str, device: str, wall_seconds: float) -> dict:
-    return {"command": command or " ".join(sys.argv), "device": str(device), "threads": torch.get_num_threads(),
-            "machine": platform.machine(), "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "cycler_version": __version__, "git_commit": git_commit(), "torch_version": torch.__version__,
-            "wall_seconds": wall_seconds}  # fmt: skip
-
-
 def _series(data: ForecastDataConfig, device: str, progress: bool):
     from cycler_da.forecast import load_series
 
@@ -126,7 +116,7 @@ def train_vae(config: VaeTrainingConfig, out: Path, device: str = "cpu", resume:
         "training": {
             "config": config.model_dump(mode="json"),
             "history": history.records,
-            **_provenance(command, device, history.wall_seconds),
+            **training_provenance(command, device, history.wall_seconds),
         },
         "validation": {
             "period": list(config.data.valid),
@@ -144,15 +134,9 @@ def load_latent_space(path: str | Path = "default", device: str = "cpu") -> tupl
     path = checkpoint.resolve(path, "vae")
     manifest, state = checkpoint.read(path, "vae")
     net = Autoencoder(len(manifest["channels"]), np.asarray(manifest["grid"]["latitudes"]),
-                      **manifest["architecture"], pole_sign=_signs(manifest["channels"]))  # fmt: skip
+                      **manifest["architecture"], pole_sign=pole_signs(manifest["channels"]))  # fmt: skip
     space = checkpoint.load_into(LatentSpace(net), state, path)
     return space.to(device), manifest
-
-
-def _signs(labels):
-    from score_da.latent import pole_signs
-
-    return pole_signs(labels)
 
 
 def load_prior(path: str | Path = "default", device: str = "cpu") -> tuple[Denoiser, VPSchedule, dict]:
@@ -192,7 +176,7 @@ def _perturbation_sampler(
 def train_prior_model(config: PriorTrainingConfig, out: Path, device: str = "cpu", resume: bool = False,
                       progress: bool = True, command: str = "") -> dict:  # fmt: skip
     """Makes the pairs, trains the conditional prior, writes `out`; returns its manifest."""
-    from forecast_models.checkpoint import DEFAULT_CHECKPOINT, check_compatible, load_checkpoint
+    from forecast_models.checkpoint import check_compatible, load_checkpoint, resolve_checkpoint
 
     state_path = out.with_name(out.name + ".train-state")
     if state_path.exists() and not resume:
@@ -202,9 +186,7 @@ def train_prior_model(config: PriorTrainingConfig, out: Path, device: str = "cpu
     train, valid, stats, grid, _ = _series(config.data, device, progress)
     vae_path = checkpoint.resolve(config.vae, "vae")
     space, vae_manifest = load_latent_space(vae_path, device)
-    fc_path = (
-        DEFAULT_CHECKPOINT if config.forecast_checkpoint == "default" else Path(config.forecast_checkpoint)
-    )
+    fc_path = resolve_checkpoint(config.forecast_checkpoint)
     emulator, fc_manifest = load_checkpoint(fc_path, device)
     labels = list(config.data.channels)
     for name, manifest in (
@@ -247,7 +229,7 @@ def train_prior_model(config: PriorTrainingConfig, out: Path, device: str = "cpu
         "training": {
             "config": config.model_dump(mode="json"),
             "history": history.records,
-            **_provenance(command, device, history.wall_seconds),
+            **training_provenance(command, device, history.wall_seconds),
         },
         "validation": {
             "period": list(config.data.valid),
