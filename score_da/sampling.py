@@ -8,7 +8,7 @@ how the observations enter:
   r = (y − H(D(ẑ0(z_t)))) / σ_o, back-propagated through the decoder and the denoiser.
 * LO-SDA (the seed paper's latent optimisation, reconstructed as in methods.md §2.2): at
   the later steps, replace Tweedie's ẑ0 by z* = argmin ½‖r(z)‖² + ½ λ_t ‖z − ẑ0‖² (a
-  few Adam steps, λ_t = λ0 σ_t²/μ_t² so the observations weigh more as noise falls), then
+  few L-BFGS or Adam steps, λ_t = λ0 σ_t²/μ_t² so the observations weigh more as noise falls), then
   continue the reverse process from z*; finally polish the sample against the same cost.
   Every optimisation stops once the observations are fitted to within their error
   (χ²/m ≤ `fit_target`, the discrepancy principle), which is what keeps O−A near σ_o.
@@ -103,9 +103,24 @@ class LatentSampler:
 
     def misfit(self, z: Tensor, observations: Observations) -> Tensor:
         """Per-member ``½‖(y − H(D(z)))/σ_o‖²``, shape (member,)."""
-        y = observations.values.to(z)
-        r = (y - observations.operator(self.space.decode(z))) / observations.error_std.to(z)
+        return self.state_misfit(self.space.decode(z), observations)
+
+    @staticmethod
+    def state_misfit(state: Tensor, observations: Observations) -> Tensor:
+        """Per-member ``½‖(y − H(x))/σ_o‖²`` of a decoded state, shape (member,)."""
+        y = observations.values.to(state)
+        r = (y - observations.operator(state)) / observations.error_std.to(state)
         return 0.5 * r.square().sum(dim=1)
+
+    def finish(
+        self, z: Tensor, background: Tensor, observations: Observations, what: str
+    ) -> tuple[Tensor, float]:
+        """The decoded analysis (checked) and its mean χ²/m, from one decode of the final latent."""
+        with torch.no_grad():
+            decoded = self.space.decode(z)
+            state = self.checked(decoded.to(background.dtype), what)
+            chi2 = (2 * self.state_misfit(decoded, observations)).mean() / max(len(observations), 1)
+        return state, float(chi2)
 
 
 class DPS(LatentSampler):
@@ -146,10 +161,8 @@ class DPS(LatentSampler):
         with torch.no_grad():
             z_b = self.space.encode(background.float())
         z = self.sample_latent(z_b, observations, generator)
-        with torch.no_grad():
-            state = self.checked(self.space.decode(z).to(background.dtype), "dps")
-            chi2 = (2 * self.misfit(z, observations)).mean() / max(len(observations), 1)
-        return Analysis(state, {"nfe": float(self.nfe), "chi2_per_obs": float(chi2),
+        state, chi2 = self.finish(z, background, observations, "dps")
+        return Analysis(state, {"nfe": float(self.nfe), "chi2_per_obs": chi2,
                                 "seconds": time.perf_counter() - began})  # fmt: skip
 
 
@@ -198,13 +211,16 @@ class LOSDA(LatentSampler):
             )
         fitted = False
 
+        def within_target(misfit: Tensor) -> bool:  # every member fitted to χ²/m ≤ fit_target
+            return float((2 * misfit.detach()).max()) / m <= self.fit_target
+
         def closure() -> Tensor:
             nonlocal fitted
             optimiser.zero_grad(set_to_none=True)
             with torch.enable_grad():
                 misfit = self.misfit(z, observations)
                 self.decoder_evaluations += 1
-                fitted = float((2 * misfit.detach()).max()) / m <= self.fit_target
+                fitted = within_target(misfit)
                 cost = (misfit + 0.5 * weight * (z - anchor).square().flatten(1).sum(dim=1)).sum()
                 cost.backward()
             return cost
@@ -218,9 +234,8 @@ class LOSDA(LatentSampler):
             else:
                 optimiser.step(closure)
                 with torch.no_grad():
-                    misfit = self.misfit(z, observations)
-                if float((2 * misfit).max()) / m <= self.fit_target:
-                    break
+                    if within_target(self.misfit(z, observations)):
+                        break
         return z.detach()
 
     def analyse(self, background: Tensor, observations: Observations, *,
@@ -243,7 +258,6 @@ class LOSDA(LatentSampler):
                     z = self.correct(z, t_next, z_b, generator)
             if self.polish_steps:
                 z = self.optimise(z, observations, self.polish_proximal, self.polish_steps)
-            state = self.checked(self.space.decode(z).to(background.dtype), "lo-sda")
-            chi2 = (2 * self.misfit(z, observations)).mean() / max(len(observations), 1)
+        state, chi2 = self.finish(z, background, observations, "lo-sda")
         return Analysis(state, {"nfe": float(self.nfe), "decoder_evaluations": float(self.decoder_evaluations),
-                                "chi2_per_obs": float(chi2), "seconds": time.perf_counter() - began})  # fmt: skip
+                                "chi2_per_obs": chi2, "seconds": time.perf_counter() - began})  # fmt: skip
