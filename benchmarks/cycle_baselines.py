@@ -30,21 +30,24 @@ from cycler_da.run_config import RunConfig
 SHOW = ("z500", "t850", "u250", "v500", "msl")
 
 
-def run_one(method: str, fraction: float, days: float, runs_dir: Path, params: dict) -> Path:
-    name = f"{method}-{round(fraction * 100)}pct-{days:g}d"
-    run_dir = runs_dir / name
+def run_or_reuse(config: dict, progress: bool = True) -> Path:
+    """The run directory of `config` (a RunConfig mapping): reused if complete, else run (or resumed)."""
+    run_dir = Path(config["run"]["runs_dir"]) / config["run"]["name"]
     status = run_dir / "run.json"
     if status.exists() and '"status": "complete"' in status.read_text():
         return run_dir
-    cfg = parse_config(
+    return run_cycle(parse_config(config, RunConfig), resume=status.exists(), progress=progress)
+
+
+def run_one(method: str, fraction: float, days: float, runs_dir: Path, params: dict) -> Path:
+    name = f"{method}-{round(fraction * 100)}pct-{days:g}d"
+    return run_or_reuse(
         {
             "run": {"start": "2018-01-01", "days": days, "name": name, "runs_dir": str(runs_dir)},
             "method": {"name": method, "params": params.get(method, {})},
             "observations": {"networks": [{"kind": "columns", "fraction": fraction}]},
-        },
-        RunConfig,
+        }
     )
-    return run_cycle(cfg, resume=status.exists())
 
 
 def summarise(run_dir: Path) -> dict:

@@ -27,11 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import xarray as xr
-from cycle_baselines import summarise
-
-from cycler_da.config import parse_config
-from cycler_da.driver import run_cycle
-from cycler_da.run_config import RunConfig
+from cycle_baselines import run_or_reuse, summarise
 
 SHOW = ("z500", "t850", "u250", "v500", "msl")
 SCORE_METHODS = ("dps", "lo-sda")
@@ -53,10 +49,6 @@ def run_one(spec: str, fraction: float, days: float, protocol: str, members: int
     name = f"{tag}-{round(fraction * 100)}pct-{days:g}d" + ("-seed" if protocol == "seed" else "")
     if members:
         name += f"-{members}m"
-    run_dir = runs_dir / name
-    status = run_dir / "run.json"
-    if status.exists() and '"status": "complete"' in status.read_text():
-        return run_dir
     if method in SCORE_METHODS and protocol == "seed":
         params["lead_hours"] = 48.0
     cfg = {
@@ -68,7 +60,7 @@ def run_one(spec: str, fraction: float, days: float, protocol: str, members: int
     }  # fmt: skip
     if members:
         cfg["ensemble"] = {"members": members}
-    return run_cycle(parse_config(cfg, RunConfig), resume=status.exists())
+    return run_or_reuse(cfg)
 
 
 def forecast_rmse(run_dir: Path) -> dict[int, np.ndarray]:

@@ -22,12 +22,8 @@ import numpy as np
 import torch
 import xarray as xr
 
-from cycler_da.config import parse_config
-from cycler_da.driver import run_cycle
-from cycler_da.run_config import RunConfig
-
 sys.path.insert(0, str(Path(__file__).parent))
-from cycle_baselines import summarise
+from cycle_baselines import run_or_reuse, summarise
 
 # (method, parameters, members or None for the method's default ensemble size)
 TRIALS = [
@@ -76,23 +72,13 @@ def main() -> None:
             continue
         name = f"{method}-{args.fraction:g}-{args.days:g}d-" + "-".join(f"{k}{v}" for k, v in params.items())
         name += f"-m{members}" if members else ""
-        run_dir = args.runs_dir / name
-        if not (run_dir / "run.json").exists() or '"complete"' not in (run_dir / "run.json").read_text():
-            cfg = parse_config(
-                {
-                    "run": {
-                        "start": "2018-01-01",
-                        "days": args.days,
-                        "name": name,
-                        "runs_dir": str(args.runs_dir),
-                    },
-                    "method": {"name": method, "params": params},
-                    "observations": {"networks": [{"kind": "columns", "fraction": args.fraction}]},
-                    **({"ensemble": {"members": members}} if members else {}),
-                },
-                RunConfig,
-            )
-            run_cycle(cfg, resume=(run_dir / "run.json").exists(), progress=False)
+        cfg = {
+            "run": {"start": "2018-01-01", "days": args.days, "name": name, "runs_dir": str(args.runs_dir)},
+            "method": {"name": method, "params": params},
+            "observations": {"networks": [{"kind": "columns", "fraction": args.fraction}]},
+            **({"ensemble": {"members": members}} if members else {}),
+        }
+        run_dir = run_or_reuse(cfg, progress=False)
         r = summarise(run_dir)
         idx = [r["labels"].index(c) for c in SHOW]
         scores = xr.open_dataset(run_dir / "scores.nc").isel(time=slice(half, None))

@@ -20,12 +20,8 @@ from pathlib import Path
 import torch
 import xarray as xr
 
-from cycler_da.config import parse_config
-from cycler_da.driver import run_cycle
-from cycler_da.run_config import RunConfig
-
 sys.path.insert(0, str(Path(__file__).parent))
-from cycle_baselines import summarise
+from cycle_baselines import run_or_reuse, summarise
 
 TRIALS = [
     ("dps", {"scale": 0.0}),  # the prior alone ("ObsFree")
@@ -61,20 +57,13 @@ def main() -> None:
     )
     for method, params in TRIALS:
         name = f"{method}-{args.fraction:g}-{args.days:g}d-" + "-".join(f"{k}{v}" for k, v in params.items())
-        run_dir = args.runs_dir / name
-        if not (run_dir / "run.json").exists() or '"complete"' not in (run_dir / "run.json").read_text():
-            cfg = {
-                "run": {
-                    "start": "2018-01-01",
-                    "days": args.days,
-                    "name": name,
-                    "runs_dir": str(args.runs_dir),
-                },
-                "method": {"name": method, "params": params},
-                "forecast": {"from_hours": []},
-                "observations": {"networks": [{"kind": "columns", "fraction": args.fraction}]},
-            }
-            run_cycle(parse_config(cfg, RunConfig), resume=(run_dir / "run.json").exists(), progress=False)
+        cfg = {
+            "run": {"start": "2018-01-01", "days": args.days, "name": name, "runs_dir": str(args.runs_dir)},
+            "method": {"name": method, "params": params},
+            "forecast": {"from_hours": []},
+            "observations": {"networks": [{"kind": "columns", "fraction": args.fraction}]},
+        }
+        run_dir = run_or_reuse(cfg, progress=False)
         r = summarise(run_dir)
         idx = [r["labels"].index(c) for c in SHOW]
         with xr.open_dataset(run_dir / "scores.nc") as scores:
