@@ -94,3 +94,57 @@ def test_verify_refuses_what_it_cannot_compare(runs, tiny_checkpoint, tmp_path):
         align([load_run(shorter), load_run(other)])
     result = CliRunner().invoke(app, ["verify", str(tmp_path)])
     assert result.exit_code != 0 and "not a cycler run directory" in result.output
+
+
+def _era5_style_truth(path: Path) -> Path:
+    """February 2018 of the nature run written as a new-CDS ERA5 NetCDF (short names,
+    ``valid_time``/``pressure_level``, latitude north to south): a reanalysis-format truth."""
+    from cycler_da import nature
+
+    ds = nature.open_nature("2018-02-01", "2018-02-20T18", nature.NatureSpec("T21", 0, False)).load()
+    names = {
+        "geopotential": "z",
+        "temperature": "t",
+        "u_component_of_wind": "u",
+        "v_component_of_wind": "v",
+        "mean_sea_level_pressure": "msl",
+    }
+    era5 = ds[list(names)].rename(names).rename({"time": "valid_time", "level": "pressure_level"})
+    era5 = era5.isel(latitude=slice(None, None, -1))
+    era5.attrs = {"GRIB_centre": "ecmf", "Conventions": "CF-1.7"}
+    era5.to_netcdf(path)
+    return path
+
+
+def test_verify_runs_whose_truth_is_a_reanalysis_file(runs, tiny_checkpoint, tmp_path):
+    truth = _era5_style_truth(tmp_path / "era5-2018-02.nc")
+    made = []
+    for method in ("3dvar", "none"):
+        cfg = parse_config(
+            {
+                "run": {
+                    "start": "2018-02-10",
+                    "days": 0.5,
+                    "runs_dir": str(tmp_path),
+                    "name": f"era5-{method}",
+                },
+                "truth": {"source": "dataset", "path": str(truth), "train_period": list(TRAIN)},
+                "forecast": {"checkpoint": str(tiny_checkpoint), "from_hours": [0], "max_lead_hours": 12},
+                "observations": {"networks": [{"kind": "columns", "fraction": 0.1}]},
+                "method": {"name": method},
+            },
+            RunConfig,
+        )
+        made.append(run_cycle(cfg, progress=False))
+    a, b = made
+    result = CliRunner().invoke(app, ["verify", str(a), str(b), "--plots", str(tmp_path / "figs")])
+    assert result.exit_code == 0, result.output
+    assert "no bias maps" not in result.output  # the truth was re-read from the file for the maps
+    assert (tmp_path / "figs" / "maps.png").stat().st_size > 1000
+    summary = json.loads(CliRunner().invoke(app, ["verify", str(a), str(b), "--json"]).output)
+    assert [run["windows"] for run in summary["runs"]] == [2, 2]
+    assert summary["runs"][0]["analysis_rmse"]["z500"] < summary["runs"][1]["analysis_rmse"]["z500"]
+    # The same states from the nature run are still another truth: never compared silently.
+    nature_run = _run(tmp_path, tiny_checkpoint, "none", days=0.5)
+    with pytest.raises(VerifyError, match="different truths"):
+        align([load_run(a), load_run(nature_run)])
