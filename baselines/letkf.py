@@ -12,7 +12,10 @@ Inflation: multiplicative (of the prior perturbations), relaxation to prior spre
 Whitaker & Hamill 2012) and additive (zero-mean draws from a climatological B added to the
 analysis members, Whitaker et al. 2008). Additive inflation stands in for the model error the
 ensemble cannot represent: the neural forecast model damps perturbations, so without it the
-spread collapses. Without localisation and inflation this is exactly the ETKF.
+spread collapses. Optionally the multiplicative inflation adapts per channel to each
+window's innovations (Li, Kalnay & Miyoshi 2009, without their temporal smoothing, so a resumed
+run stays identical): λ_c² = Σ(d² − σ_o²) / Σ var_ens(Hx) over the observations of channel c,
+bounded below by 1. Without localisation and inflation this is exactly the ETKF.
 """
 
 from __future__ import annotations
@@ -54,12 +57,17 @@ class LETKF:
         channel_localization: Optional (channel, channel) factors in [0, 1]: the analysis of
             channel c weights observations of channel c' by L[c, c'] on top of the distance
             weights (None: every channel of a column shares one set of weights).
+        adaptive_inflation: Per-channel multiplicative inflation from this window's
+            innovations (on top of `inflation`), between 1 and `max_inflation`.
+        max_inflation: Upper bound of the adaptive factor.
+        min_observations: Channels with fewer observations are not inflated adaptively.
     """
 
     def __init__(self, latitudes: np.ndarray, longitudes: np.ndarray, localization_km: float | None = 1500.0,
                  inflation: float = 1.0, rtps: float = 0.5,
                  additive: Callable[[int, torch.Generator | None], Tensor] | None = None,
-                 channel_localization: Tensor | None = None):  # fmt: skip
+                 channel_localization: Tensor | None = None, adaptive_inflation: bool = False,
+                 max_inflation: float = 3.0, min_observations: int = 10):  # fmt: skip
         if inflation < 1 or not 0 <= rtps <= 1:
             raise ValueError(f"inflation must be >= 1 and rtps in [0, 1]; got {inflation}, {rtps}")
         self.latitudes = np.asarray(latitudes, float)
@@ -69,6 +77,27 @@ class LETKF:
         self.rtps = rtps
         self.additive = additive
         self.channel_localization = channel_localization
+        self.adaptive_inflation = adaptive_inflation
+        self.max_inflation = max_inflation
+        self.min_observations = min_observations
+
+    def inflation_factors(self, background: Tensor, observations: Observations) -> Tensor:
+        """Per-channel adaptive inflation factors λ_c (of the perturbations), shape (channel,)."""
+        x = background.to(torch.float64)
+        hx = observations.operator(x)
+        departure = observations.values.to(x.dtype) - hx.mean(dim=0)
+        spread_var = hx.var(dim=0)
+        channel = torch.as_tensor(observations.operator.channel, device=x.device)
+        channels = x.shape[1]
+        counts = torch.bincount(channel, minlength=channels)
+        excess = torch.zeros(channels, dtype=x.dtype, device=x.device).index_add_(
+            0, channel, departure.pow(2) - observations.error_std.to(x.dtype).pow(2)
+        )
+        modelled = torch.zeros_like(excess).index_add_(0, channel, spread_var)
+        factor = (
+            (excess / modelled.clamp_min(torch.finfo(x.dtype).tiny)).clamp(1.0, self.max_inflation**2).sqrt()
+        )
+        return torch.where(counts >= self.min_observations, factor, torch.ones_like(factor))
 
     def _localisation(self, obs_lat: np.ndarray, obs_lon: np.ndarray, dtype, device) -> Tensor:
         """Weights (column, obs)."""
@@ -87,7 +116,10 @@ class LETKF:
         x = background.to(dtype)
         mean = x.mean(dim=0, keepdim=True)
         prior_pert = x - mean
-        x = mean + self.inflation * prior_pert
+        lam = torch.ones(channels, dtype=dtype, device=x.device)
+        if self.adaptive_inflation:
+            lam = self.inflation_factors(x, observations)
+        x = mean + self.inflation * lam[:, None, None] * prior_pert
         hx = observations.operator(x)  # (N, obs)
         y_mean = hx.mean(dim=0)
         y_pert = (hx - y_mean).T  # (obs, N)
@@ -129,6 +161,11 @@ class LETKF:
                 "columns_with_observations": float(observed.float().mean()),
                 "prior_spread": float(prior_pert.std(dim=0).pow(2).mean().sqrt()),
                 "posterior_spread": float((analysis - analysis.mean(0)).std(dim=0).pow(2).mean().sqrt()),
+                **(
+                    {"inflation_max": float(lam.max()), "inflation_mean": float(lam.mean())}
+                    if self.adaptive_inflation
+                    else {}
+                ),
             },
         )
 

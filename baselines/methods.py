@@ -41,15 +41,20 @@ def _transform(
 
 @register("3dvar")
 def _3dvar(context: MethodContext, b_scale: float = 2.5, length_scale_km: float | None = None,
-           max_iterations: int = 100, tolerance: float = 1e-6) -> ThreeDVar:  # fmt: skip
+           max_iterations: int = 100, tolerance: float = 1e-6, adaptive_variance: bool = False,
+           min_observations: int = 10) -> ThreeDVar:  # fmt: skip
     # b_scale 2.5: the best of 1, 1.5, 2.5 and 4 in 10-day cycles at 5 % observations (z500
     # analysis RMSE over days 5-10: 521, 316, 239, 243 m² s⁻²); B comes from 24-h forecast errors.
-    return ThreeDVar(_transform(context, b_scale, length_scale_km), max_iterations, tolerance)
+    # adaptive_variance: per-channel B variances from each window's innovations (b_scale then
+    # applies only to channels with fewer than min_observations observations).
+    return ThreeDVar(_transform(context, b_scale, length_scale_km), max_iterations, tolerance,
+                     adaptive_variance=adaptive_variance, min_observations=min_observations)  # fmt: skip
 
 
 @register("enkf")
 def _enkf(context: MethodContext, localization_km: float | None = 1500.0, inflation: float = 1.0,
-          rtps: float = 0.5, additive: float = 0.2, channel_localization: str = "correlation") -> LETKF:  # fmt: skip
+          rtps: float = 0.5, additive: float = 0.2, channel_localization: str = "correlation",
+          adaptive_inflation: bool = False, max_inflation: float = 3.0) -> LETKF:  # fmt: skip
     # Defaults from benchmarks/tune_baselines.py (10-day cycles, 5 % columns, 40 members): without
     # additive inflation and channel localisation the spread collapsed (spread/skill 0.1) and
     # the analysis was 2-3 × worse than 3D-Var; with them it beats 3D-Var.
@@ -76,4 +81,7 @@ def _enkf(context: MethodContext, localization_km: float | None = 1500.0, inflat
     factors = None
     if channel_localization == "correlation":
         factors = torch.as_tensor(np.abs(_background_error(context).channel_correlation))
-    return LETKF(context.latitudes, context.longitudes, localization_km, inflation, rtps, sampler, factors)
+    # adaptive_inflation: per-channel multiplicative inflation from each window's innovations
+    # (between 1 and max_inflation), on top of `inflation`.
+    return LETKF(context.latitudes, context.longitudes, localization_km, inflation, rtps, sampler, factors,
+                 adaptive_inflation=adaptive_inflation, max_inflation=max_inflation)  # fmt: skip

@@ -7,6 +7,14 @@ With x = x_b + U v and B = U Uᵀ the cost is
 well conditioned in v. Gradients (H's adjoint included) come from autograd. For a linear H
 the minimum is the best linear unbiased estimate (BLUE). Members of an ensemble background
 are analysed independently (the same observations for each).
+
+With ``adaptive_variance`` each channel's background-error standard deviations are rescaled,
+window by window, so that B agrees with that window's innovations d = y − H(x_b): since
+E[d²] = σ_o² + (HBHᵀ)_ii (Desroziers et al. 2005), the variance factor of channel c is
+Σ(d² − σ_o²) / Σ(HBHᵀ)_ii over its observations. A static B tuned for one error level
+underweights the observations once cycling errors grow past it (and channels mis-scaled
+relative to each other stay so); the factor uses only the current window, so a resumed run
+is identical to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -26,14 +34,47 @@ class ThreeDVar:
         max_iterations: L-BFGS iterations.
         tolerance: Stop when the gradient's largest component falls below this.
         history: L-BFGS memory.
+        adaptive_variance: Rescale each channel's B variances to this window's innovations.
+        min_observations: Channels with fewer observations keep the transform's variances.
+        variance_bounds: Bounds of the adaptive variance factor.
     """
 
     def __init__(self, transform: ControlTransform, max_iterations: int = 100, tolerance: float = 1e-6,
-                 history: int = 20):  # fmt: skip
+                 history: int = 20, adaptive_variance: bool = False, min_observations: int = 10,
+                 variance_bounds: tuple[float, float] = (1 / 16, 16.0)):  # fmt: skip
         self.transform = transform
         self.max_iterations = max_iterations
         self.tolerance = tolerance
         self.history = history
+        self.adaptive_variance = adaptive_variance
+        self.min_observations = min_observations
+        self.variance_bounds = variance_bounds
+
+    def variance_factors(self, background: Tensor, observations: Observations) -> Tensor:
+        """Per-channel factors of B's variances from the innovations, shape (channel,).
+
+        H is applied to channel indicator fields and to diag(B), so any linear H (points,
+        averages, interpolation) gives each observation's channel weights and modelled
+        background variance without knowing its internals.
+        """
+        dtype = self.transform.sigma.dtype
+        channels = self.transform.shape[0]
+        grid = (self.transform.nlat, self.transform.nlon)
+        indicators = torch.eye(channels, dtype=dtype, device=background.device)[:, :, None, None]
+        variance = self.transform.sigma.pow(2).reshape(1, channels, *grid)
+        fields = torch.cat([indicators.expand(-1, -1, *grid), variance])
+        with torch.no_grad():
+            mapped = observations.operator(fields)
+            departure = (
+                observations.values.to(dtype)
+                - observations.operator(background.to(dtype).mean(0, keepdim=True))[0]
+            )
+        weights, modelled = mapped[:channels], mapped[channels]
+        excess = departure.pow(2) - observations.error_std.to(dtype).pow(2)
+        counts = weights.sum(dim=1)
+        ratio = (weights @ excess) / (weights @ modelled).clamp_min(torch.finfo(dtype).tiny)
+        ratio = ratio.clamp(*self.variance_bounds)
+        return torch.where(counts >= self.min_observations, ratio, torch.ones_like(ratio))
 
     def analyse(self, background: Tensor, observations: Observations, *,
                 generator: torch.Generator | None = None) -> Analysis:  # fmt: skip
@@ -48,12 +89,19 @@ class ThreeDVar:
                                       tolerance_grad=self.tolerance, tolerance_change=1e-12,
                                       line_search_fn="strong_wolfe")  # fmt: skip
         evaluations = 0
+        factors = torch.ones(self.transform.shape[0], dtype=dtype, device=x_b.device)
+        if self.adaptive_variance:
+            factors = self.variance_factors(x_b, observations)
+        std_factor = factors.sqrt()[:, None, None]
+
+        def increment(v: Tensor) -> Tensor:
+            return std_factor * self.transform(v)
 
         def cost() -> Tensor:
             nonlocal evaluations
             evaluations += 1
             optimiser.zero_grad()
-            departure = y - observations.operator(x_b + self.transform(v))
+            departure = y - observations.operator(x_b + increment(v))
             j = 0.5 * v.pow(2).sum() + 0.5 * (departure.pow(2) * inv_r).sum()
             j.backward()
             return j
@@ -62,7 +110,7 @@ class ThreeDVar:
             j0 = float(cost().detach())
             optimiser.step(cost)
             with torch.no_grad():
-                x_a = x_b + self.transform(v)
+                x_a = x_b + increment(v)
                 j_final = 0.5 * v.pow(2).sum() + 0.5 * ((y - observations.operator(x_a)).pow(2) * inv_r).sum()
         state = optimiser.state[optimiser._params[0]]
         return Analysis(
@@ -72,5 +120,13 @@ class ThreeDVar:
                 "cost_final": float(j_final),
                 "iterations": float(state.get("n_iter", 0)),
                 "evaluations": float(evaluations),
+                **(
+                    {
+                        "b_variance_factor_min": float(factors.min()),
+                        "b_variance_factor_max": float(factors.max()),
+                    }
+                    if self.adaptive_variance
+                    else {}
+                ),
             },
         )

@@ -51,6 +51,40 @@ def test_3dvar_equals_blue():
     assert analysis.diagnostics["cost_final"] < analysis.diagnostics["cost_initial"]
 
 
+def test_adaptive_3dvar_recovers_the_innovation_variance_and_stays_blue():
+    """Backgrounds whose errors are B scaled by 4 (channel 0) and 0.5 (channel 1): the
+    innovation-based factors find those scales, and the analysis is the BLUE with that B."""
+    transform = ControlTransform(_stats(), GRID.latitudes, GRID.longitudes)
+    lat, lon = np.meshgrid(GRID.latitudes, GRID.longitudes, indexing="ij")
+    channel = np.repeat(np.arange(CHANNELS), lat.size)
+    h = PointObservationOperator(channel, np.tile(lat.ravel(), CHANNELS), np.tile(lon.ravel(), CHANNELS),
+                                 GRID.latitudes, GRID.longitudes)  # fmt: skip
+    sigma_o = torch.full((len(channel),), 0.3, dtype=torch.float64)
+    true_factors = torch.tensor([4.0, 0.5], dtype=torch.float64)
+    var = ThreeDVar(transform, max_iterations=200, tolerance=1e-10, adaptive_variance=True)
+    generator = torch.Generator().manual_seed(0)
+    estimates = []
+    for _ in range(400):
+        truth = torch.randn(1, CHANNELS, *GRID.shape, dtype=torch.float64, generator=generator)
+        error = true_factors.sqrt()[:, None, None] * transform(
+            torch.randn(1, *transform.shape, dtype=torch.float64, generator=generator)
+        )
+        y = h(truth)[0] + sigma_o * torch.randn(len(channel), dtype=torch.float64, generator=generator)
+        estimates.append(var.variance_factors(truth + error, Observations(y, sigma_o, h)))
+    torch.testing.assert_close(torch.stack(estimates).mean(0), true_factors, rtol=0.08, atol=0)
+
+    obs = Observations(y, sigma_o, h)
+    factors = var.variance_factors(truth + error, obs)
+    scaling = torch.repeat_interleave(factors.sqrt(), lat.size)
+    b = scaling[:, None] * transform.dense() * scaling[None, :]
+    hd = _dense(h)
+    x_b = (truth + error).reshape(-1)
+    blue = x_b + b @ hd.T @ torch.linalg.solve(hd @ b @ hd.T + torch.diag(sigma_o**2), y - hd @ x_b)
+    analysis = var.analyse(truth + error, obs)
+    torch.testing.assert_close(analysis.state.reshape(-1), blue, rtol=1e-6, atol=1e-7)
+    assert analysis.diagnostics["b_variance_factor_max"] == pytest.approx(float(factors.max()))
+
+
 def test_control_transform_reproduces_statistics():
     transform = ControlTransform(_stats(), GRID.latitudes, GRID.longitudes)
     b = transform.dense().reshape(CHANNELS, *GRID.shape, CHANNELS, *GRID.shape)
@@ -96,6 +130,37 @@ def test_letkf_without_localisation_is_etkf():
     x = torch.randn(8, CHANNELS, *GRID.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     letkf = LETKF(GRID.latitudes, GRID.longitudes, localization_km=None, rtps=0.0)
     torch.testing.assert_close(letkf.analyse(x, obs).state, _etkf(x, obs, h), rtol=1e-9, atol=1e-9)
+
+
+def test_letkf_adaptive_inflation_matches_the_innovations():
+    """Channel 0's ensemble spread is half its mean's actual error, channel 1's twice it: the
+    adaptive factors are about 2 and 1 (never deflating), and with them the analysis is the
+    ETKF of the inflated ensemble."""
+    lat, lon = np.meshgrid(GRID.latitudes, GRID.longitudes, indexing="ij")
+    channel = np.repeat(np.arange(CHANNELS), lat.size)
+    h = PointObservationOperator(channel, np.tile(lat.ravel(), CHANNELS), np.tile(lon.ravel(), CHANNELS),
+                                 GRID.latitudes, GRID.longitudes)  # fmt: skip
+    sigma_o = torch.full((len(channel),), 0.3, dtype=torch.float64)
+    spread = torch.tensor([0.5, 2.0], dtype=torch.float64)[None, :, None, None]
+    letkf = LETKF(GRID.latitudes, GRID.longitudes, localization_km=None, rtps=0.0, adaptive_inflation=True)
+    generator = torch.Generator().manual_seed(0)
+    factors = []
+    for _ in range(200):
+        truth = torch.randn(1, CHANNELS, *GRID.shape, dtype=torch.float64, generator=generator)
+        mean = truth + torch.randn(truth.shape, dtype=torch.float64, generator=generator)
+        pert = torch.randn(30, CHANNELS, *GRID.shape, dtype=torch.float64, generator=generator)
+        members = mean + spread * (pert - pert.mean(0))
+        y = h(truth)[0] + sigma_o * torch.randn(len(channel), dtype=torch.float64, generator=generator)
+        factors.append(letkf.inflation_factors(members, Observations(y, sigma_o, h)))
+    factors = torch.stack(factors)
+    assert abs(float(factors[:, 0].mean()) - 2.0) < 0.1 and bool((factors[:, 1] == 1.0).all())
+
+    obs = Observations(y, sigma_o, h)
+    lam = letkf.inflation_factors(members, obs)[None, :, None, None]
+    inflated = members.mean(0) + lam * (members - members.mean(0))
+    result = letkf.analyse(members, obs)
+    torch.testing.assert_close(result.state, _etkf(inflated, obs, _dense(h)), rtol=1e-9, atol=1e-9)
+    assert result.diagnostics["inflation_max"] == pytest.approx(float(lam.max()))
 
 
 def test_letkf_localisation_and_rtps():
