@@ -2,8 +2,8 @@
 
     python benchmarks/verify_speed.py RUN RUN [--plots DIR]
 
-Runs the CLI in a child process three times (with plots, without, --no-fields) and prints
-seconds and peak resident memory of each.
+Runs the CLI in a child process with plots, without, and with --no-fields, each `--repeats`
+times, and prints the median seconds and the peak resident memory.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,7 @@ from datetime import date
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+")
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     print(f"verify_speed — {date.today()} — {platform.machine()}; runs: {' '.join(args.runs)}")
     with tempfile.TemporaryDirectory() as plots:
@@ -30,12 +32,17 @@ def main() -> None:
             ("--no-fields", ["--no-fields"]),
         ):
             before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-            began = time.perf_counter()
-            subprocess.run([sys.executable, "-c", "from cycler_da.cli import app; app()", "verify", *args.runs, *extra],
-                           check=True, stdout=subprocess.DEVNULL)  # fmt: skip
-            seconds = time.perf_counter() - began
+            times = []
+            for _ in range(args.repeats):
+                began = time.perf_counter()
+                subprocess.run([sys.executable, "-c", "from cycler_da.cli import app; app()", "verify", *args.runs,
+                                *extra], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+                times.append(time.perf_counter() - began)
             peak = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
-            print(f"  {label:15} {seconds:6.1f} s   peak RSS so far {peak:6.0f} MB")
+            print(
+                f"  {label:15} {statistics.median(times):6.1f} s (median of {args.repeats})   "
+                f"peak RSS so far {peak:6.0f} MB"
+            )
 
 
 if __name__ == "__main__":
