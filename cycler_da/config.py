@@ -49,6 +49,9 @@ class ForecastTrainingConfig(Strict):
     data: ForecastDataConfig = ForecastDataConfig()
     model: ArchitectureConfig = ArchitectureConfig()
     training: TrainConfig = TrainConfig()
+    # A checkpoint whose weights start the training (fine-tuning, e.g. training.epochs 0 and
+    # a rollout phase); its architecture, channels, grid and normalisation must match.
+    init_from: str | None = None
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -10,7 +10,7 @@ import torch
 from cycler_da import nature
 from cycler_da.config import ForecastTrainingConfig
 from cycler_da.normalization import compute_stats
-from cycler_da.provenance import training_provenance
+from cycler_da.provenance import file_hash, training_provenance
 from cycler_da.state import Grid, to_tensor
 from cycler_da.variables import TIME
 
@@ -70,6 +70,7 @@ def train_forecast(
     arch = config.model
     network = build_network(arch, config.data.channels, grid.shape)
     emulator = Emulator(network, grid.latitudes, inc_std).to(device)
+    parent = _initialise(emulator, config, grid, stats) if config.init_from else None
     result = train(emulator, train_series, valid_series, weights, config.training, state_path, progress)
 
     scores = {}
@@ -95,6 +96,7 @@ def train_forecast(
             "config": config.model_dump(mode="json"),
             "data": {"source": "nature", "key": nature_spec(config).key, **nature_spec(config).as_dict()},
             "history": result.history,
+            **({"init_from": parent} if parent else {}),
             **training_provenance(command, device, result.wall_seconds),
         },
         "validation": {"period": list(config.data.valid), **scores},
@@ -102,3 +104,22 @@ def train_forecast(
     save_checkpoint(out, emulator.cpu(), manifest)
     state_path.unlink(missing_ok=True)
     return manifest
+
+
+def _initialise(emulator, config: ForecastTrainingConfig, grid: Grid, stats) -> dict:
+    """Loads `config.init_from`'s weights into `emulator`; returns the parent's provenance."""
+    from forecast_models.checkpoint import CheckpointError, check_compatible, read_payload
+
+    path = Path(config.init_from)
+    manifest, state_dict = read_payload(path)
+    if manifest["architecture"] != config.model.as_dict():
+        raise CheckpointError(
+            f"init_from: {path} has architecture {manifest['architecture']}, the config asks for "
+            f"{config.model.as_dict()}"
+        )
+    check_compatible(manifest, config.data.channels, grid.latitudes, grid.longitudes, stats.mean, stats.std,
+                     name=f"init_from {path}")  # fmt: skip
+    emulator.network.load_state_dict(state_dict)
+    training = manifest.get("training", {})
+    return {"path": str(path), "sha256": file_hash(path), "command": training.get("command"),
+            "wall_seconds": training.get("wall_seconds")}  # fmt: skip

@@ -9,6 +9,7 @@ import yaml
 from typer.testing import CliRunner
 
 from cycler_da.cli import app
+from cycler_da.provenance import file_hash
 from cycler_da.regrid import gaussian_grid
 from forecast_models import training
 from forecast_models.checkpoint import (
@@ -256,6 +257,22 @@ def test_cli_trains_on_the_nature_run(nature_cache, tmp_path):
     assert ratio < 1.0
     x = torch.zeros(2, 11, 32, 64)
     assert torch.isfinite(emulator.step(x)).all()
+
+    # Fine-tuning: rollout only, from those weights; the manifest names the parent.
+    tuned = yaml.safe_load(cfg.read_text())
+    tuned["init_from"] = str(out)
+    tuned["training"].update(epochs=0, rollout_steps=2, rollout_epochs=1, rollout_lr=1e-4)
+    cfg.write_text(yaml.safe_dump(tuned))
+    args = ["train", "forecast", "--config", str(cfg), "--threads", "2", "--out"]
+    result = CliRunner().invoke(app, [*args, str(tmp_path / "tuned.pt")])
+    assert result.exit_code == 0, result.output
+    _, child = load_checkpoint(tmp_path / "tuned.pt")
+    assert child["training"]["init_from"]["sha256"] == file_hash(out)
+    assert [h["phase"] for h in child["training"]["history"]] == ["rollout"]
+    tuned["model"]["width"] = 16
+    cfg.write_text(yaml.safe_dump(tuned))
+    result = CliRunner().invoke(app, [*args, str(tmp_path / "wider.pt")])
+    assert result.exit_code != 0 and "init_from" in result.output and "architecture" in result.output
 
 
 def test_shipped_weights_beat_persistence(nature_cache):
