@@ -131,3 +131,23 @@ class ControlTransform:
         u = self(torch.eye(int(np.prod(self.shape)), dtype=self.sigma.dtype).reshape(-1, *self.shape))
         u = u.reshape(u.shape[0], -1).T  # columns: U e_k
         return u @ u.T
+
+
+def innovation_variance_ratio(departure: Tensor, error_std: Tensor, modelled: Tensor, weights: Tensor,
+                              bounds: tuple[float, float], min_observations: int) -> Tensor:  # fmt: skip
+    """Per-channel ratio of the background variance the innovations imply to the modelled one.
+
+    Since E[d²] = σ_o² + (background variance at the observation) (Desroziers et al. 2005),
+    the ratio of channel c is Σ w_c (d² − σ_o²) / Σ w_c · modelled, clipped to `bounds`;
+    channels with fewer than `min_observations` observations get 1.
+
+    Args:
+        departure: y − H(x_b), shape (obs,).
+        error_std: σ_o, shape (obs,).
+        modelled: The modelled background variance at each observation, shape (obs,).
+        weights: How much each observation belongs to each channel, shape (channel, obs).
+    """
+    excess = departure.pow(2) - error_std.to(departure.dtype).pow(2)
+    ratio = (weights @ excess) / (weights @ modelled).clamp_min(torch.finfo(departure.dtype).tiny)
+    ratio = ratio.clamp(*bounds)
+    return torch.where(weights.sum(dim=1) >= min_observations, ratio, torch.ones_like(ratio))

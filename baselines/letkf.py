@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from baselines.covariance import great_circle_km
+from baselines.covariance import great_circle_km, innovation_variance_ratio
 from cycler_da.analysis import Analysis, Observations
 
 
@@ -85,19 +85,12 @@ class LETKF:
         """Per-channel adaptive inflation factors λ_c (of the perturbations), shape (channel,)."""
         x = background.to(torch.float64)
         hx = observations.operator(x)
-        departure = observations.values.to(x.dtype) - hx.mean(dim=0)
-        spread_var = hx.var(dim=0)
         channel = torch.as_tensor(observations.operator.channel, device=x.device)
-        channels = x.shape[1]
-        counts = torch.bincount(channel, minlength=channels)
-        excess = torch.zeros(channels, dtype=x.dtype, device=x.device).index_add_(
-            0, channel, departure.pow(2) - observations.error_std.to(x.dtype).pow(2)
-        )
-        modelled = torch.zeros_like(excess).index_add_(0, channel, spread_var)
-        factor = (
-            (excess / modelled.clamp_min(torch.finfo(x.dtype).tiny)).clamp(1.0, self.max_inflation**2).sqrt()
-        )
-        return torch.where(counts >= self.min_observations, factor, torch.ones_like(factor))
+        weights = torch.nn.functional.one_hot(channel, x.shape[1]).T.to(x.dtype)
+        variance = innovation_variance_ratio(observations.values.to(x.dtype) - hx.mean(dim=0),
+                                             observations.error_std, hx.var(dim=0), weights,
+                                             (1.0, self.max_inflation**2), self.min_observations)  # fmt: skip
+        return variance.sqrt()
 
     def _localisation(self, obs_lat: np.ndarray, obs_lon: np.ndarray, dtype, device) -> Tensor:
         """Weights (column, obs)."""

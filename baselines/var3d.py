@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from baselines.covariance import ControlTransform
+from baselines.covariance import ControlTransform, innovation_variance_ratio
 from cycler_da.analysis import Analysis, Observations
 
 
@@ -69,12 +69,8 @@ class ThreeDVar:
                 observations.values.to(dtype)
                 - observations.operator(background.to(dtype).mean(0, keepdim=True))[0]
             )
-        weights, modelled = mapped[:channels], mapped[channels]
-        excess = departure.pow(2) - observations.error_std.to(dtype).pow(2)
-        counts = weights.sum(dim=1)
-        ratio = (weights @ excess) / (weights @ modelled).clamp_min(torch.finfo(dtype).tiny)
-        ratio = ratio.clamp(*self.variance_bounds)
-        return torch.where(counts >= self.min_observations, ratio, torch.ones_like(ratio))
+        return innovation_variance_ratio(departure, observations.error_std, mapped[channels], mapped[:channels],
+                                         self.variance_bounds, self.min_observations)  # fmt: skip
 
     def analyse(self, background: Tensor, observations: Observations, *,
                 generator: torch.Generator | None = None) -> Analysis:  # fmt: skip
