@@ -1,6 +1,8 @@
-"""A background-error covariance B with a control-variable transform, for 3D-Var.
+"""Background-error covariances B with control-variable transforms, for 3D-Var.
 
-B = S (C ⊗ G) S in normalised units, where
+Two models, both estimated from training-set background errors (normalised units):
+
+``ControlTransform`` (Gaussian): B = S (C ⊗ G) S, where
 
 * S: background-error standard deviation per channel and latitude (the statistics of a
   homogeneous-in-longitude atmosphere), times a tunable scale;
@@ -10,6 +12,12 @@ B = S (C ⊗ G) S in normalised units, where
 The control variable v (shape (channel, lat·lon)) maps to an increment by
 ``U v = S ⊙ (C^{1/2} v G^{1/2})``, so B = U Uᵀ and the background term of the 3D-Var cost is
 ½ vᵀv. Square roots come from symmetric eigendecompositions (negative round-off clipped).
+
+``EnsembleControlTransform`` (localised climatological ensemble): B = (X Xᵀ / (N − 1)) ∘ L, the
+sample covariance of N error samples X tapered by a horizontal localisation L (the α control
+variable of Lorenc 2003 and Buehner 2005, here with a static ensemble). It keeps what the
+Gaussian model cannot: covariances between channels at different places (the balance linking
+heights and winds), latitude-dependent and anisotropic structure, negative side lobes.
 """
 
 from __future__ import annotations
@@ -107,11 +115,9 @@ class ControlTransform:
                  scale: float = 1.0, length_scale_km: float | None = None,
                  dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"):  # fmt: skip
         length = length_scale_km or stats.length_scale_km
-        lat_g, lon_g = np.meshgrid(latitudes, longitudes, indexing="ij")
-        d = great_circle_km(lat_g.ravel(), lon_g.ravel(), lat_g.ravel(), lon_g.ravel())
         self.nlat, self.nlon = len(latitudes), len(longitudes)
         self.g_sqrt = torch.as_tensor(
-            symmetric_sqrt(np.exp(-(d**2) / (2 * length**2))), dtype=dtype, device=device
+            symmetric_sqrt(gaussian_correlation(latitudes, longitudes, length)), dtype=dtype, device=device
         )
         self.c_sqrt = torch.as_tensor(symmetric_sqrt(stats.channel_correlation), dtype=dtype, device=device)
         sigma = scale * np.repeat(stats.std[:, :, None], self.nlon, axis=2).reshape(stats.std.shape[0], -1)
@@ -130,6 +136,72 @@ class ControlTransform:
         """B as a dense matrix over (channel, lat, lon) — for tests on tiny grids."""
         u = self(torch.eye(int(np.prod(self.shape)), dtype=self.sigma.dtype).reshape(-1, *self.shape))
         u = u.reshape(u.shape[0], -1).T  # columns: U e_k
+        return u @ u.T
+
+
+def gaussian_correlation(latitudes: np.ndarray, longitudes: np.ndarray, length_km: float) -> np.ndarray:
+    """exp(−d²/2L²) of great-circle distance d between all grid points, (lat·lon, lat·lon)."""
+    lat_g, lon_g = np.meshgrid(latitudes, longitudes, indexing="ij")
+    d = great_circle_km(lat_g.ravel(), lon_g.ravel(), lat_g.ravel(), lon_g.ravel())
+    return np.exp(-(d**2) / (2 * length_km**2))
+
+
+class EnsembleControlTransform:
+    """U with B = scale² (X Xᵀ / (N − 1)) ∘ L, applied to control vectors ``(batch, member, mode)``.
+
+    U v = scale / √(N − 1) · Σ_k X_k ⊙ (L_r^{1/2} v_k), where X_k is error sample k (all channels)
+    and L_r^{1/2} = V_r Λ_r^{1/2} keeps the leading eigenpairs of the localisation matrix holding
+    `localization_variance` of its trace: L is smooth, so a few hundred modes suffice and the
+    control vector stays small. The same L tapers every channel pair.
+
+    Args:
+        samples: Background-error samples, normalised, (sample, channel, lat, lon); their mean is removed.
+        latitudes, longitudes: The grid in degrees.
+        localization_km: Length of the Gaussian localisation.
+        scale: Multiplies the standard deviations (B scales with its square).
+        localization_variance: Fraction of L's trace its truncation keeps.
+        dtype, device: Of the stored factors.
+    """
+
+    def __init__(self, samples: np.ndarray, latitudes: np.ndarray, longitudes: np.ndarray,
+                 localization_km: float, scale: float = 1.0, localization_variance: float = 0.99,
+                 dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"):  # fmt: skip
+        members, channels = samples.shape[:2]
+        if members < 2:
+            raise ValueError(f"an ensemble B needs at least 2 error samples; got {members}")
+        if not 0 < localization_variance <= 1:
+            raise ValueError(f"localization_variance must be in (0, 1]; got {localization_variance}")
+        self.nlat, self.nlon = len(latitudes), len(longitudes)
+        values, vectors = np.linalg.eigh(gaussian_correlation(latitudes, longitudes, localization_km))
+        values, vectors = np.clip(values[::-1], 0, None), vectors[:, ::-1]
+        modes = int(np.searchsorted(np.cumsum(values) / values.sum(), localization_variance - 1e-12)) + 1
+        l_sqrt = vectors[:, :modes] * np.sqrt(values[:modes])
+        anomalies = samples - samples.mean(axis=0, keepdims=True)
+        x = scale / np.sqrt(members - 1) * anomalies.reshape(members, channels, -1)
+        # (point, channel, member): one small matmul per point applies Σ_k X_k ⊙ (·)_k.
+        self.x = torch.as_tensor(np.ascontiguousarray(x.transpose(2, 1, 0)), dtype=dtype, device=device)
+        self.l_sqrt_t = torch.as_tensor(l_sqrt.T.copy(), dtype=dtype, device=device)
+        variance = (x**2 * (l_sqrt**2).sum(axis=1)[None, None, :]).sum(axis=0)
+        self.sigma = torch.as_tensor(
+            np.sqrt(variance), dtype=dtype, device=device
+        )  # sqrt diag(B), (channel, P)
+        self.modes = modes
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.x.shape[2], self.modes)
+
+    def __call__(self, v: Tensor) -> Tensor:
+        """Increment ``(batch, channel, lat, lon)`` from control ``(batch, member, mode)``."""
+        weights = v @ self.l_sqrt_t  # (batch, member, point)
+        x = torch.bmm(self.x, weights.permute(2, 1, 0))  # (point, channel, batch)
+        return x.permute(2, 1, 0).reshape(v.shape[0], -1, self.nlat, self.nlon)
+
+    def dense(self) -> Tensor:
+        """B as a dense matrix over (channel, lat, lon) — for tests on tiny grids."""
+        eye = torch.eye(int(np.prod(self.shape)), dtype=self.x.dtype, device=self.x.device)
+        u = self(eye.reshape(-1, *self.shape))
+        u = u.reshape(u.shape[0], -1).T
         return u @ u.T
 
 

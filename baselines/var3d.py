@@ -58,7 +58,7 @@ class ThreeDVar:
         background variance without knowing its internals.
         """
         dtype = self.transform.sigma.dtype
-        channels = self.transform.shape[0]
+        channels = self.transform.sigma.shape[0]
         grid = (self.transform.nlat, self.transform.nlon)
         indicators = torch.eye(channels, dtype=dtype, device=background.device)[:, :, None, None]
         variance = self.transform.sigma.pow(2).reshape(1, channels, *grid)
@@ -85,7 +85,7 @@ class ThreeDVar:
                                       tolerance_grad=self.tolerance, tolerance_change=1e-12,
                                       line_search_fn="strong_wolfe")  # fmt: skip
         evaluations = 0
-        factors = torch.ones(self.transform.shape[0], dtype=dtype, device=x_b.device)
+        factors = torch.ones(self.transform.sigma.shape[0], dtype=dtype, device=x_b.device)
         if self.adaptive_variance:
             factors = self.variance_factors(x_b, observations)
         std_factor = factors.sqrt()[:, None, None]

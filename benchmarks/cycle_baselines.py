@@ -127,6 +127,11 @@ def main() -> None:
                 results[("enkf", fraction)]["analysis_rmse"] <= results[("3dvar", fraction)]["analysis_rmse"]
             )
             print(f"  {fraction:4.0%} LETKF <= 3D-Var in {int(better.sum())}/{len(labels)} channels")
+        for m in ("3dvar", "enkf"):
+            if (m, fraction) in results:
+                trend = results[(m, fraction)]["trend_per_day"]
+                print(f"  {fraction:4.0%} {m}: analysis-error trend over the second half, per day: "
+                      f"{trend.min():+.1%} to {trend.max():+.1%} over the channels (stable: <= 0)")  # fmt: skip
 
 
 if __name__ == "__main__":

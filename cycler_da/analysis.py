@@ -87,6 +87,9 @@ class MethodContext:
         latitudes: Grid latitudes in degrees, increasing.
         longitudes: Grid longitudes in degrees.
         background_error: Optional training-set statistics for B (see baselines.covariance).
+        background_error_samples: Optional zero-argument callable returning training-set
+            background-error samples, normalised, (sample, channel, lat, lon): made (or read from
+            the cache) only when a method asks, e.g. for an ensemble B.
         device: Where tensors live.
         normalisation: The data's normalisation (cycler_da.normalization.NormStats), so methods
             with trained networks can refuse weights made for other data; None skips the check.
@@ -98,6 +101,7 @@ class MethodContext:
     background_error: Any = None
     device: str = "cpu"
     normalisation: Any = None
+    background_error_samples: Any = None
 
 
 Builder = Callable[..., AnalysisMethod]

@@ -2,7 +2,8 @@
 
 * normalisation statistics of the truth (to check a checkpoint against the data);
 * background-error statistics for B: errors of the emulator's forecasts started from the
-  truth, valid over the training period ("training-set background errors").
+  truth, valid over the training period ("training-set background errors"), and those errors
+  themselves for an ensemble B.
 """
 
 from __future__ import annotations
@@ -42,6 +43,23 @@ def truth_norm_stats(
     return NormStats.from_dict(_cached("norm", key, lambda: compute_stats(ds, labels, *period).as_dict()))
 
 
+def forecast_errors(ds: xr.Dataset, labels: list[str], period: tuple[str, str], stats: NormStats, emulator,
+                    lead_hours: int, samples: int) -> np.ndarray:  # fmt: skip
+    """Normalised `lead_hours` forecast-minus-truth errors at `samples` evenly spread times of
+    `period`, (sample, channel, lat, lon)."""
+    times = pd.DatetimeIndex(ds[TIME].sel({TIME: slice(*period)}).values)
+    steps = lead_hours // 6
+    valid = times[steps:]
+    chosen = valid[np.linspace(0, len(valid) - 1, samples).round().astype(int)]
+    starts = chosen - pd.Timedelta(hours=lead_hours)
+    x0 = stats.normalise(to_tensor(ds.sel({TIME: starts}), labels))
+    truth = stats.normalise(to_tensor(ds.sel({TIME: chosen}), labels))
+    device = next(emulator.parameters()).device
+    with torch.inference_mode():
+        forecast = torch.cat([emulator.rollout(chunk.to(device), steps)[-1].cpu() for chunk in x0.split(32)])
+    return (forecast - truth).double().numpy()
+
+
 def background_error_stats(
     ds: xr.Dataset,
     labels: list[str],
@@ -58,23 +76,42 @@ def background_error_stats(
            "lead_hours": lead_hours, "samples": samples}  # fmt: skip
 
     def make() -> dict:
-        times = pd.DatetimeIndex(ds[TIME].sel({TIME: slice(*period)}).values)
-        steps = lead_hours // 6
-        valid = times[steps:]
-        chosen = valid[np.linspace(0, len(valid) - 1, samples).round().astype(int)]
-        starts = chosen - pd.Timedelta(hours=lead_hours)
-        x0 = stats.normalise(to_tensor(ds.sel({TIME: starts}), labels))
-        truth = stats.normalise(to_tensor(ds.sel({TIME: chosen}), labels))
-        with torch.inference_mode():
-            forecast = torch.cat([emulator.rollout(chunk, steps)[-1] for chunk in x0.split(32)])
+        errors = forecast_errors(ds, labels, period, stats, emulator, lead_hours, samples)
         grid = Grid.from_dataset(ds)
-        errors = (forecast - truth).double().numpy()
         source = (
             f"{lead_hours}-h forecast errors from the truth at {samples} times in {period[0]}..{period[1]}"
         )
         return estimate_stats(errors, grid.latitudes, grid.longitudes, source).as_dict()
 
     return BackgroundErrorStats.from_dict(_cached("berror", key, make))
+
+
+def background_error_samples(
+    ds: xr.Dataset,
+    labels: list[str],
+    period: tuple[str, str],
+    stats: NormStats,
+    emulator,
+    checkpoint_hash: str,
+    source_key: str,
+    lead_hours: int = 24,
+    samples: int = 240,
+) -> np.ndarray:
+    """The `lead_hours` forecast errors themselves (for an ensemble B), cached as float32 .npy."""
+    key = {"source": source_key, "channels": labels, "period": list(period), "checkpoint": checkpoint_hash,
+           "lead_hours": lead_hours, "samples": samples}  # fmt: skip
+    path = data_dir() / "statistics" / f"berror-samples-{config_hash(key)}.npy"
+    if path.exists():
+        try:
+            return np.load(path).astype(np.float64)
+        except (OSError, ValueError):
+            pass  # a corrupt cache file is remade
+    errors = forecast_errors(ds, labels, period, stats, emulator, lead_hours, samples)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npy")
+    np.save(tmp, errors.astype(np.float32))
+    os.replace(tmp, path)
+    return errors
 
 
 def truth_climatology(

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.covariance import BackgroundErrorStats, ControlTransform, estimate_stats
+from baselines.covariance import (
+    BackgroundErrorStats,
+    ControlTransform,
+    EnsembleControlTransform,
+    estimate_stats,
+    gaussian_correlation,
+)
 from baselines.letkf import LETKF, gaspari_cohn
 from baselines.var3d import ThreeDVar
 from cycler_da.analysis import MethodContext, Observations, build_method, known_methods
@@ -36,8 +42,26 @@ def _dense(h: PointObservationOperator) -> torch.Tensor:
     return h(eye.reshape(-1, CHANNELS, *GRID.shape)).T  # (obs, state)
 
 
-def test_3dvar_equals_blue():
-    transform = ControlTransform(_stats(), GRID.latitudes, GRID.longitudes, scale=1.3)
+def _error_samples(members: int = 7, seed: int = 1) -> np.ndarray:
+    """Errors with cross-channel structure between neighbouring places (a shifted copy)."""
+    rng = np.random.default_rng(seed)
+    first = rng.normal(size=(members, 1, *GRID.shape))
+    second = 0.8 * np.roll(first, 1, axis=-1) + 0.6 * rng.normal(size=first.shape)
+    return np.concatenate([first, second], axis=1)
+
+
+def _transforms() -> dict:
+    return {
+        "gaussian": ControlTransform(_stats(), GRID.latitudes, GRID.longitudes, scale=1.3),
+        "ensemble": EnsembleControlTransform(
+            _error_samples(), GRID.latitudes, GRID.longitudes, 3000.0, scale=1.3
+        ),
+    }
+
+
+@pytest.mark.parametrize("covariance", ["gaussian", "ensemble"])
+def test_3dvar_equals_blue(covariance):
+    transform = _transforms()[covariance]
     obs, h = _observations()
     x_b = torch.randn(
         1, CHANNELS, *GRID.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2)
@@ -91,6 +115,33 @@ def test_control_transform_reproduces_statistics():
     np.testing.assert_allclose(b[0, 1, 3, 0, 1, 3], 0.7**2, rtol=1e-6)  # variance
     np.testing.assert_allclose(b[0, 2, 2, 1, 2, 2], 0.6 * 0.7 * 0.8, rtol=1e-6)  # cross-channel
     assert b[0, 1, 0, 0, 1, 1] < 0.49 and b[0, 1, 0, 0, 1, 1] > 0  # decays with distance
+
+
+def test_ensemble_transform_is_the_localised_sample_covariance():
+    samples = _error_samples()
+    full = EnsembleControlTransform(samples, GRID.latitudes, GRID.longitudes, 3000.0, scale=2.0,
+                                    localization_variance=1.0)  # fmt: skip
+    x = samples - samples.mean(0)
+    x = x.reshape(x.shape[0], -1)
+    sample_b = 4.0 * x.T @ x / (x.shape[0] - 1)
+    localisation = np.tile(
+        gaussian_correlation(GRID.latitudes, GRID.longitudes, 3000.0), (CHANNELS, CHANNELS)
+    )
+    np.testing.assert_allclose(full.dense().numpy(), sample_b * localisation, atol=1e-10)
+    np.testing.assert_allclose(full.sigma.numpy().ravel() ** 2, np.diag(sample_b), rtol=1e-10)
+    # The cross-channel covariance between a point and its eastern neighbour survives (the
+    # Gaussian model, correlating channels only at one point, cannot hold it).
+    b = full.dense().reshape(CHANNELS, *GRID.shape, CHANNELS, *GRID.shape)
+    assert b[0, 1, 3, 1, 1, 4] > 0.5 * b[0, 1, 3, 1, 1, 3]
+    # Truncating the localisation's spectrum shrinks the control vector and keeps diag(B)
+    # consistent with sigma (which adaptive variances use).
+    truncated = EnsembleControlTransform(samples, GRID.latitudes, GRID.longitudes, 3000.0,
+                                         localization_variance=0.9)  # fmt: skip
+    assert truncated.shape[1] < GRID.latitudes.size * GRID.longitudes.size
+    np.testing.assert_allclose(torch.diag(truncated.dense()).numpy(), truncated.sigma.numpy().ravel() ** 2,
+                               rtol=1e-10)  # fmt: skip
+    with pytest.raises(ValueError, match="at least 2 error samples"):
+        EnsembleControlTransform(samples[:1], GRID.latitudes, GRID.longitudes, 3000.0)
 
 
 def test_estimate_stats_recovers_known_structure():
@@ -195,6 +246,16 @@ def test_letkf_additive_inflation_draws_from_b():
     added_var = (runs[0] - plain).var(0).mean(-1)  # (channel, lat)
     expected = torch.as_tensor(0.25 * _stats().std ** 2)
     assert torch.allclose(added_var, expected, rtol=0.35)
+    # additive_covariance "samples": draws from the error samples' covariance (× 0.5²).
+    with_samples = MethodContext(("z500", "t850"), GRID.latitudes, GRID.longitudes, _stats().as_dict(),
+                                 background_error_samples=_error_samples)  # fmt: skip
+    drawn = build_method("enkf", with_samples, rtps=0.0, additive=0.5, additive_covariance="samples").analyse(
+        x, obs, generator=torch.Generator().manual_seed(9)).state  # fmt: skip
+    torch.testing.assert_close(drawn.mean(0), plain.mean(0))
+    expected = torch.as_tensor(0.25 * _error_samples().var(axis=0, ddof=1).mean(-1))
+    assert torch.allclose((drawn - plain).var(0).mean(-1), expected, rtol=0.35)
+    with pytest.raises(ValueError, match="additive_covariance must be 'gaussian' or 'samples'"):
+        build_method("enkf", with_samples, additive_covariance="ensemble")
     with pytest.raises(ValueError, match="additive must be >= 0"):
         build_method("enkf", context, additive=-1.0)
     with pytest.raises(ValueError, match="background-error statistics"):
@@ -227,7 +288,16 @@ def test_registry_and_observation_validation():
     x = torch.zeros(1, CHANNELS, *GRID.shape, dtype=torch.float64)
     obs, _ = _observations()
     assert torch.equal(build_method("none", context).analyse(x, obs).state, x)
-    assert isinstance(build_method("3dvar", context, b_scale=2.0), ThreeDVar)
+    assert isinstance(build_method("3dvar", context, covariance="gaussian", b_scale=2.0), ThreeDVar)
+    with pytest.raises(ValueError, match="needs background-error samples"):
+        build_method("3dvar", context)
+    with_samples = MethodContext(("z500", "t850"), GRID.latitudes, GRID.longitudes, _stats().as_dict(),
+                                 background_error_samples=_error_samples)  # fmt: skip
+    assert isinstance(build_method("3dvar", with_samples).transform, EnsembleControlTransform)
+    with pytest.raises(ValueError, match="length_scale_km applies to covariance 'gaussian'"):
+        build_method("3dvar", with_samples, length_scale_km=800.0)
+    with pytest.raises(ValueError, match="covariance must be 'ensemble' or 'gaussian'; got 'spectral'"):
+        build_method("3dvar", with_samples, covariance="spectral")
     with pytest.raises(ValueError, match="NaN or infinity"):
         Observations(torch.tensor([1.0, float("nan")]), torch.ones(2), obs.operator)
     with pytest.raises(ValueError, match="finite and positive"):

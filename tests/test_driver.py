@@ -46,11 +46,17 @@ def test_cycle_writes_the_layout(tmp_path, tiny_checkpoint, method, members):
     assert resolved["method"]["name"] == method and resolved["ensemble"]["members"] == members
     assert resolved["observations"]["qc"]["background_check"] == 5.0  # defaults written out
     if method == "3dvar":
-        assert resolved["method"]["params"]["b_scale"] == 2.5
+        params = resolved["method"]["params"]
+        assert (
+            params["covariance"] == "ensemble"
+            and params["b_scale"] == 1.5
+            and params["localization_km"] == 1500
+        )
     if method == "enkf":
         assert resolved["method"]["params"] == {"localization_km": 1500.0, "inflation": 1.0, "rtps": 0.5,
                                                 "additive": 0.2, "channel_localization": "correlation",
-                                                "adaptive_inflation": False, "max_inflation": 3.0}  # fmt: skip
+                                                "adaptive_inflation": False, "max_inflation": 3.0,
+                                                "additive_covariance": "gaussian"}  # fmt: skip
     status = yaml.safe_load((run_dir / "run.json").read_text())
     assert status["status"] == "complete" and status["windows_done"] == stamps
     assert status["truth"] and status["checkpoint"]["sha256"]
