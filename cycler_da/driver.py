@@ -8,7 +8,6 @@ never stopped.
 
 from __future__ import annotations
 
-import functools
 import time as clock
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,12 +40,7 @@ from cycler_da.run_io import (
 )
 from cycler_da.sources import DataError, open_dataset
 from cycler_da.state import Grid, to_tensor
-from cycler_da.statistics_cache import (
-    background_error_samples,
-    background_error_stats,
-    truth_climatology,
-    truth_norm_stats,
-)
+from cycler_da.statistics_cache import TrainingErrors, truth_climatology, truth_norm_stats
 from cycler_da.variables import TIME
 from forecast_models.checkpoint import check_compatible, load_checkpoint, resolve_checkpoint
 from observation_ops.networks import NetworkSpec
@@ -184,17 +178,16 @@ def setup(config: RunConfig, run_dir: Path) -> Setup:
             f"the truth lacks {len(missing)} window times, first {missing[0]} (source {truth_path})"
         )
     truth = stats.normalise(to_tensor(window_ds, labels))
-    bstats = background_error_stats(
+    training_errors = TrainingErrors(
         ds, labels, cfg.truth.train_period, stats, emulator.cpu(), sha, source_key
     )
+    bstats = training_errors.statistics()
     emulator.to(device)
     if cfg.forecast.compile:
         emulator.compile_network()
-    samples = functools.partial(background_error_samples, ds, labels, cfg.truth.train_period, stats, emulator,
-                                sha, source_key)  # fmt: skip
-    context = MethodContext(
-        tuple(labels), grid.latitudes, grid.longitudes, bstats, str(device), stats, samples
-    )
+    # The training errors move with the emulator; an ensemble B asks for them lazily.
+    context = MethodContext(tuple(labels), grid.latitudes, grid.longitudes, bstats, str(device), stats,
+                            training_errors.errors)  # fmt: skip
     try:
         method = build_method(cfg.method.name, context, **cfg.method.params)
     except ValueError as err:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -60,58 +62,53 @@ def forecast_errors(ds: xr.Dataset, labels: list[str], period: tuple[str, str], 
     return (forecast - truth).double().numpy()
 
 
-def background_error_stats(
-    ds: xr.Dataset,
-    labels: list[str],
-    period: tuple[str, str],
-    stats: NormStats,
-    emulator,
-    checkpoint_hash: str,
-    source_key: str,
-    lead_hours: int = 24,
-    samples: int = 240,
-) -> BackgroundErrorStats:
-    """Statistics of `lead_hours` forecast errors from the truth, over `samples` training times."""
-    key = {"source": source_key, "channels": labels, "period": list(period), "checkpoint": checkpoint_hash,
-           "lead_hours": lead_hours, "samples": samples}  # fmt: skip
+@dataclass(frozen=True)
+class TrainingErrors:
+    """`lead_hours` forecast errors of `emulator` from the truth at `samples` times of `period`:
+    the training-set background errors behind B, cached per data source and checkpoint."""
 
-    def make() -> dict:
-        errors = forecast_errors(ds, labels, period, stats, emulator, lead_hours, samples)
-        grid = Grid.from_dataset(ds)
-        source = (
-            f"{lead_hours}-h forecast errors from the truth at {samples} times in {period[0]}..{period[1]}"
-        )
-        return estimate_stats(errors, grid.latitudes, grid.longitudes, source).as_dict()
+    ds: xr.Dataset
+    labels: list[str]
+    period: tuple[str, str]
+    stats: NormStats
+    emulator: Any
+    checkpoint_hash: str
+    source_key: str
+    lead_hours: int = 24
+    samples: int = 240
 
-    return BackgroundErrorStats.from_dict(_cached("berror", key, make))
+    @property
+    def key(self) -> dict:
+        return {"source": self.source_key, "channels": self.labels, "period": list(self.period),
+                "checkpoint": self.checkpoint_hash, "lead_hours": self.lead_hours, "samples": self.samples}  # fmt: skip
 
+    def statistics(self) -> BackgroundErrorStats:
+        """Their standard deviations, channel correlations and fitted correlation length."""
 
-def background_error_samples(
-    ds: xr.Dataset,
-    labels: list[str],
-    period: tuple[str, str],
-    stats: NormStats,
-    emulator,
-    checkpoint_hash: str,
-    source_key: str,
-    lead_hours: int = 24,
-    samples: int = 240,
-) -> np.ndarray:
-    """The `lead_hours` forecast errors themselves (for an ensemble B), cached as float32 .npy."""
-    key = {"source": source_key, "channels": labels, "period": list(period), "checkpoint": checkpoint_hash,
-           "lead_hours": lead_hours, "samples": samples}  # fmt: skip
-    path = data_dir() / "statistics" / f"berror-samples-{config_hash(key)}.npy"
-    if path.exists():
-        try:
-            return np.load(path).astype(np.float64)
-        except (OSError, ValueError):
-            pass  # a corrupt cache file is remade
-    errors = forecast_errors(ds, labels, period, stats, emulator, lead_hours, samples)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npy")
-    np.save(tmp, errors.astype(np.float32))
-    os.replace(tmp, path)
-    return errors
+        def make() -> dict:
+            grid = Grid.from_dataset(self.ds)
+            source = (f"{self.lead_hours}-h forecast errors from the truth at {self.samples} times in "
+                      f"{self.period[0]}..{self.period[1]}")  # fmt: skip
+            return estimate_stats(self.errors(), grid.latitudes, grid.longitudes, source).as_dict()
+
+        return BackgroundErrorStats.from_dict(_cached("berror", self.key, make))
+
+    def errors(self) -> np.ndarray:
+        """The errors themselves, (sample, channel, lat, lon), normalised; stored as float32 and
+        always returned so rounded, so a fresh and a cached read give the same B."""
+        path = data_dir() / "statistics" / f"berror-samples-{config_hash(self.key)}.npy"
+        if path.exists():
+            try:
+                return np.load(path).astype(np.float64)
+            except (OSError, ValueError):
+                pass  # a corrupt cache file is remade
+        errors = forecast_errors(self.ds, self.labels, self.period, self.stats, self.emulator, self.lead_hours,
+                                 self.samples).astype(np.float32)  # fmt: skip
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npy")
+        np.save(tmp, errors)
+        os.replace(tmp, path)
+        return errors.astype(np.float64)
 
 
 def truth_climatology(

@@ -154,13 +154,13 @@ def _perturbation_sampler(
     """Draws truth perturbations from the 24-h forecast-error covariance, random amplitude per draw."""
     from baselines.covariance import ControlTransform
     from cycler_da import nature
-    from cycler_da.statistics_cache import background_error_stats
+    from cycler_da.statistics_cache import TrainingErrors
 
     n = config.data.nature
     spec = nature.NatureSpec(n.resolution, n.seed, n.compiled)
     ds = nature.open_nature(config.data.train[0], config.data.train[1], spec, progress=False)
-    bstats = background_error_stats(ds, list(config.data.channels), tuple(config.data.train), stats,
-                                    emulator.cpu(), file_hash(forecast_path), spec.key)  # fmt: skip
+    bstats = TrainingErrors(ds, list(config.data.channels), tuple(config.data.train), stats, emulator.cpu(),
+                            file_hash(forecast_path), spec.key).statistics()  # fmt: skip
     emulator.to(device)
     transform = ControlTransform(bstats, grid.latitudes, grid.longitudes, 1.0)
     scale = config.pairs.perturbation_scale
