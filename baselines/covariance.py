@@ -100,6 +100,15 @@ def estimate_stats(errors: np.ndarray, latitudes: np.ndarray, longitudes: np.nda
     return BackgroundErrorStats(std, corr, float(candidates[int(np.argmin(misfit))]), source)
 
 
+def dense_covariance(transform) -> Tensor:
+    """B = U Uᵀ of a control transform as a dense matrix over (channel, lat, lon) — for tests on tiny grids."""
+    sigma = transform.sigma
+    eye = torch.eye(int(np.prod(transform.shape)), dtype=sigma.dtype, device=sigma.device)
+    u = transform(eye.reshape(-1, *transform.shape))
+    u = u.reshape(u.shape[0], -1).T  # columns: U e_k
+    return u @ u.T
+
+
 class ControlTransform:
     """U with B = U Uᵀ, applied to control vectors ``(batch, channel, lat·lon)``.
 
@@ -133,10 +142,7 @@ class ControlTransform:
         return x.reshape(v.shape[0], -1, self.nlat, self.nlon)
 
     def dense(self) -> Tensor:
-        """B as a dense matrix over (channel, lat, lon) — for tests on tiny grids."""
-        u = self(torch.eye(int(np.prod(self.shape)), dtype=self.sigma.dtype).reshape(-1, *self.shape))
-        u = u.reshape(u.shape[0], -1).T  # columns: U e_k
-        return u @ u.T
+        return dense_covariance(self)
 
 
 def gaussian_correlation(latitudes: np.ndarray, longitudes: np.ndarray, length_km: float) -> np.ndarray:
@@ -182,9 +188,8 @@ class EnsembleControlTransform:
         self.x = torch.as_tensor(np.ascontiguousarray(x.transpose(2, 1, 0)), dtype=dtype, device=device)
         self.l_sqrt_t = torch.as_tensor(l_sqrt.T.copy(), dtype=dtype, device=device)
         variance = (x**2 * (l_sqrt**2).sum(axis=1)[None, None, :]).sum(axis=0)
-        self.sigma = torch.as_tensor(
-            np.sqrt(variance), dtype=dtype, device=device
-        )  # sqrt diag(B), (channel, P)
+        # sqrt(diag B), (channel, point): what adaptive variances rescale.
+        self.sigma = torch.as_tensor(np.sqrt(variance), dtype=dtype, device=device)
         self.modes = modes
 
     @property
@@ -198,11 +203,7 @@ class EnsembleControlTransform:
         return x.permute(2, 1, 0).reshape(v.shape[0], -1, self.nlat, self.nlon)
 
     def dense(self) -> Tensor:
-        """B as a dense matrix over (channel, lat, lon) — for tests on tiny grids."""
-        eye = torch.eye(int(np.prod(self.shape)), dtype=self.x.dtype, device=self.x.device)
-        u = self(eye.reshape(-1, *self.shape))
-        u = u.reshape(u.shape[0], -1).T
-        return u @ u.T
+        return dense_covariance(self)
 
 
 def innovation_variance_ratio(departure: Tensor, error_std: Tensor, modelled: Tensor, weights: Tensor,

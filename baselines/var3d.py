@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from baselines.covariance import ControlTransform, innovation_variance_ratio
+from baselines.covariance import ControlTransform, EnsembleControlTransform, innovation_variance_ratio
 from cycler_da.analysis import Analysis, Observations
 
 
@@ -39,7 +39,7 @@ class ThreeDVar:
         variance_bounds: Bounds of the adaptive variance factor.
     """
 
-    def __init__(self, transform: ControlTransform, max_iterations: int = 100, tolerance: float = 1e-6,
+    def __init__(self, transform: ControlTransform | EnsembleControlTransform, max_iterations: int = 100, tolerance: float = 1e-6,
                  history: int = 20, adaptive_variance: bool = False, min_observations: int = 10,
                  variance_bounds: tuple[float, float] = (1 / 16, 16.0)):  # fmt: skip
         self.transform = transform
