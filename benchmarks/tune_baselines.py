@@ -57,6 +57,10 @@ TRIALS = [
     ("enkf", {"rtps": 0.5, "additive": 0.2, "localization_km": 1500.0}, 40),  # the defaults
     # Additive draws from the training-set error samples' covariance instead of the Gaussian B.
     ("enkf", {"rtps": 0.5, "additive": 0.2, "localization_km": 1500.0, "additive_covariance": "samples"}, 40),
+    # Hybrid gain (Penny 2014): a 3D-Var with the ensemble B refines the LETKF mean.
+    ("enkf", {"additive_covariance": "samples", "hybrid_weight": 0.5}, 40),
+    ("enkf", {"additive_covariance": "samples", "hybrid_weight": 1.0}, 40),
+    ("enkf", {"additive_covariance": "samples", "hybrid_weight": 0.5, "hybrid_b_scale": 1.5}, 40),
 ]
 SHOW = ("z500", "t850", "u250", "msl")
 
@@ -92,8 +96,8 @@ def main() -> None:
         run_dir = run_or_reuse(cfg, progress=False)
         r = summarise(run_dir)
         idx = [r["labels"].index(c) for c in SHOW]
-        scores = xr.open_dataset(run_dir / "scores.nc").isel(time=slice(half, None))
-        rmse = np.sqrt((scores["analysis_rmse"] ** 2).mean("time")).values
+        with xr.open_dataset(run_dir / "scores.nc") as scores:
+            rmse = np.sqrt((scores["analysis_rmse"].isel(time=slice(half, None)) ** 2).mean("time")).values
         ss = "" if r["spread_skill"] is None else " ".join(f"{r['spread_skill'][i]:.2f}" for i in idx)
         label = (f"{method} {params}" if params else method) + (f" N={members}" if members else "")
         print(f"{label:100} " + " ".join(f"{rmse[i]:12.4g}" for i in idx) + "  "

@@ -13,6 +13,7 @@ from baselines.covariance import (
     estimate_stats,
     gaussian_correlation,
 )
+from baselines.hybrid import HybridGainLETKF
 from baselines.letkf import LETKF, gaspari_cohn
 from baselines.var3d import ThreeDVar
 from cycler_da.analysis import MethodContext, Observations, build_method, known_methods
@@ -183,6 +184,26 @@ def test_letkf_without_localisation_is_etkf():
     torch.testing.assert_close(letkf.analyse(x, obs).state, _etkf(x, obs, h), rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("weight", [0.0, 0.4, 1.0])
+def test_hybrid_gain_is_the_etkf_then_a_weighted_blue(weight):
+    """x̄_a = x̄_E + β K_B (y − H x̄_E), with x̄_E the ETKF mean; the perturbations are the ETKF's."""
+    obs, h = _observations(20, seed=3)
+    x = torch.randn(8, CHANNELS, *GRID.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    transform = _transforms()["ensemble"]
+    letkf = LETKF(GRID.latitudes, GRID.longitudes, localization_km=None, rtps=0.0)
+    var = ThreeDVar(transform, max_iterations=200, tolerance=1e-10)
+    state = HybridGainLETKF(letkf, var, weight).analyse(x, obs).state
+    etkf = _etkf(x, obs, h)
+    mean = etkf.mean(0).reshape(-1)
+    b = transform.dense()
+    gain = b @ h.T @ torch.linalg.inv(h @ b @ h.T + torch.diag(obs.error_std**2))
+    expected_mean = mean + weight * gain @ (obs.values - h @ mean)
+    torch.testing.assert_close(state.mean(0).reshape(-1), expected_mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(state - state.mean(0), etkf - etkf.mean(0), rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match=r"hybrid weight must be in \[0, 1\]"):
+        HybridGainLETKF(letkf, var, 1.5)
+
+
 def test_letkf_adaptive_inflation_matches_the_innovations():
     """Channel 0's ensemble spread is half its mean's actual error, channel 1's twice it: the
     adaptive factors are about 2 and 1 (never deflating), and with them the analysis is the
@@ -296,6 +317,12 @@ def test_registry_and_observation_validation():
     assert isinstance(build_method("3dvar", with_samples).transform, EnsembleControlTransform)
     with pytest.raises(ValueError, match="length_scale_km applies to covariance 'gaussian'"):
         build_method("3dvar", with_samples, length_scale_km=800.0)
+    assert isinstance(build_method("enkf", with_samples), LETKF)
+    assert isinstance(build_method("enkf", with_samples, hybrid_weight=0.5), HybridGainLETKF)
+    with pytest.raises(ValueError, match=r"hybrid_weight must be in \[0, 1\]; got 2"):
+        build_method("enkf", with_samples, hybrid_weight=2.0)
+    with pytest.raises(ValueError, match="needs background-error samples"):
+        build_method("enkf", context, hybrid_weight=0.5)
     with pytest.raises(ValueError, match="covariance must be 'ensemble' or 'gaussian'; got 'spectral'"):
         build_method("3dvar", with_samples, covariance="spectral")
     with pytest.raises(ValueError, match="NaN or infinity"):
