@@ -46,16 +46,20 @@ def _transform(
                             length_scale_km, device=context.device)  # fmt: skip
 
 
+# The ensemble B's localisation: the 3dvar default, and the hybrid-gain LETKF's 3D-Var.
+LOCALIZATION_KM = 1500.0
+
+
 def _ensemble_transform(
-    context: MethodContext, scale: float, localization_km: float
+    context: MethodContext, scale: float, localization_km: float, what: str
 ) -> EnsembleControlTransform:
-    return EnsembleControlTransform(_error_samples(context, "covariance 'ensemble'"), context.latitudes,
-                                    context.longitudes, localization_km, scale, device=context.device)  # fmt: skip
+    return EnsembleControlTransform(_error_samples(context, what), context.latitudes, context.longitudes,
+                                    localization_km, scale, device=context.device)  # fmt: skip
 
 
 @register("3dvar")
 def _3dvar(context: MethodContext, covariance: str = "ensemble", b_scale: float = 1.5,
-           localization_km: float = 1500.0, length_scale_km: float | None = None, max_iterations: int = 100,
+           localization_km: float = LOCALIZATION_KM, length_scale_km: float | None = None, max_iterations: int = 100,
            tolerance: float = 1e-6, adaptive_variance: bool = False, min_observations: int = 10) -> ThreeDVar:  # fmt: skip
     # covariance "ensemble": B = (X Xᵀ/(N−1)) ∘ L from 240 training-set 24-h forecast errors X,
     # localised by a Gaussian of localization_km; "gaussian": per-point channel correlations
@@ -70,7 +74,7 @@ def _3dvar(context: MethodContext, covariance: str = "ensemble", b_scale: float 
             raise ValueError(
                 "length_scale_km applies to covariance 'gaussian'; the ensemble B uses localization_km"
             )
-        transform = _ensemble_transform(context, b_scale, localization_km)
+        transform = _ensemble_transform(context, b_scale, localization_km, "covariance 'ensemble'")
     elif covariance == "gaussian":
         transform = _transform(context, b_scale, length_scale_km)
     else:
@@ -138,5 +142,5 @@ def _enkf(context: MethodContext, localization_km: float | None = 1500.0, inflat
         raise ValueError(f"hybrid_weight must be in [0, 1]; got {hybrid_weight}")
     if hybrid_weight == 0:
         return letkf
-    var = ThreeDVar(_ensemble_transform(context, hybrid_b_scale, 1500.0))
+    var = ThreeDVar(_ensemble_transform(context, hybrid_b_scale, LOCALIZATION_KM, "hybrid_weight > 0"))
     return HybridGainLETKF(letkf, var, hybrid_weight)

@@ -51,7 +51,8 @@ def run_one(method: str, fraction: float, days: float, runs_dir: Path, params: d
 
 
 def summarise(run_dir: Path) -> dict:
-    scores = xr.open_dataset(run_dir / "scores.nc").load()
+    with xr.open_dataset(run_dir / "scores.nc") as opened:
+        scores = opened.load()
     labels = [str(c) for c in scores["channel"].values]
     out = {"labels": labels}
     for kind in ("analysis", "background"):
@@ -59,7 +60,8 @@ def summarise(run_dir: Path) -> dict:
     sigma = scores["obs_error_std"].mean("time").values
     out["omb"] = np.sqrt((scores["omb_rms"] ** 2).mean("time")).values / sigma
     out["oma"] = np.sqrt((scores["oma_rms"] ** 2).mean("time")).values / sigma
-    members = int(xr.open_dataset(next((run_dir / "analysis").glob("*.nc"))).sizes["realization"])
+    with xr.open_dataset(next((run_dir / "analysis").glob("*.nc"))) as first:
+        members = int(first.sizes["realization"])
     spread = np.sqrt((scores["background_spread"] ** 2).mean("time")).values
     out["spread_skill"] = (
         np.sqrt((members + 1) / members) * spread / out["background_rmse"] if members > 1 else None
