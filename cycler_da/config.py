@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cycler_da.variables import DEFAULT_CHANNELS, channels
 from forecast_models.emulator import ArchitectureConfig
@@ -43,15 +43,38 @@ class ForecastDataConfig(Strict):
         return value
 
 
+class ForecastTrainingData(ForecastDataConfig):
+    # Independent trajectories of the same climate (other nature-run seeds) over the same
+    # training years: more weather to learn from. Validation stays on `nature.seed`, and the
+    # normalisation comes from it alone, so checkpoints stay compatible with the truth.
+    extra_seeds: list[int] = Field(default_factory=list)
+
+    @field_validator("extra_seeds")
+    @classmethod
+    def _new_seeds(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value) or any(s < 0 for s in value):
+            raise ValueError(f"extra_seeds must be distinct non-negative integers, got {value}")
+        return value
+
+
 class ForecastTrainingConfig(Strict):
     """``cycler train forecast``: data, model and optimisation (every default written out)."""
 
-    data: ForecastDataConfig = ForecastDataConfig()
+    data: ForecastTrainingData = ForecastTrainingData()
     model: ArchitectureConfig = ArchitectureConfig()
     training: TrainConfig = TrainConfig()
     # A checkpoint whose weights start the training (fine-tuning, e.g. training.epochs 0 and
     # a rollout phase); its architecture, channels, grid and normalisation must match.
     init_from: str | None = None
+
+    @model_validator(mode="after")
+    def _perturbations_need_a_parent(self) -> ForecastTrainingConfig:
+        if self.training.perturbed_fraction > 0 and not self.init_from:
+            raise ValueError(
+                "training.perturbed_fraction needs init_from: the start perturbations are drawn "
+                "from the forecast errors of the checkpoint being fine-tuned"
+            )
+        return self
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -8,31 +8,44 @@ import numpy as np
 import torch
 
 from cycler_da import nature
-from cycler_da.config import ForecastTrainingConfig
+from cycler_da.config import ForecastDataConfig, ForecastTrainingConfig
 from cycler_da.normalization import compute_stats
 from cycler_da.provenance import file_hash, training_provenance
 from cycler_da.state import Grid, to_tensor
 from cycler_da.variables import TIME
 
 
-def nature_spec(config: ForecastTrainingConfig) -> nature.NatureSpec:
-    n = config.data.nature
-    return nature.NatureSpec(resolution=n.resolution, seed=n.seed, compiled=n.compiled)
+def nature_spec(data: ForecastDataConfig, seed: int | None = None) -> nature.NatureSpec:
+    n = data.nature
+    return nature.NatureSpec(
+        resolution=n.resolution, seed=n.seed if seed is None else seed, compiled=n.compiled
+    )
 
 
-def load_series(config: ForecastTrainingConfig, progress: bool = True):
+def load_series(data: ForecastDataConfig, progress: bool = True):
     """The training and validation series (physical units), their grid and statistics.
 
     Returns:
         (train, valid, stats, grid): tensors ``(time, channel, lat, lon)`` and metadata.
     """
-    data = config.data
-    ds = nature.open_nature(data.train[0], data.valid[1], nature_spec(config), progress=progress)
+    ds = nature.open_nature(data.train[0], data.valid[1], nature_spec(data), progress=progress)
     labels = data.channels
     stats = compute_stats(ds, labels, *data.train)
     train = to_tensor(ds.sel({TIME: slice(*data.train)}), labels)
     valid = to_tensor(ds.sel({TIME: slice(*data.valid)}), labels)
     return train, valid, stats, Grid.from_dataset(ds)
+
+
+def load_extra_training(config: ForecastTrainingConfig, progress: bool = True) -> list[torch.Tensor]:
+    """The training years of each of `data.extra_seeds`' trajectories (physical units)."""
+    data = config.data
+    segments = []
+    for seed in data.extra_seeds:
+        if seed == data.nature.seed:
+            raise ValueError(f"data.extra_seeds repeats the main trajectory's seed {seed}")
+        ds = nature.open_nature(*data.train, nature_spec(data, seed), progress=progress)
+        segments.append(to_tensor(ds, data.channels))
+    return segments
 
 
 def increment_std(series: torch.Tensor, weights: torch.Tensor) -> np.ndarray:
@@ -55,12 +68,13 @@ def train_forecast(
     """Trains the emulator, writes the checkpoint with its manifest, and returns the manifest."""
     from forecast_models.checkpoint import save_checkpoint
     from forecast_models.emulator import Emulator, build_network
-    from forecast_models.training import train, validate
+    from forecast_models.training import Mirror, train, validate
 
     state_path = out.with_name(out.name + ".train-state")
     if state_path.exists() and not resume:
         raise FileExistsError(f"{state_path} exists from an interrupted run: pass --resume, or delete it")
-    train_phys, valid_phys, stats, grid = load_series(config, progress)
+    train_phys, valid_phys, stats, grid = load_series(config.data, progress)
+    extra = [stats.normalise(x).to(device) for x in load_extra_training(config, progress)]
     train_series = stats.normalise(train_phys).to(device)
     valid_series = stats.normalise(valid_phys).to(device)
     weights = torch.as_tensor(grid.area_weights(), dtype=torch.float32, device=device)
@@ -71,7 +85,12 @@ def train_forecast(
     network = build_network(arch, config.data.channels, grid.shape)
     emulator = Emulator(network, grid.latitudes, inc_std).to(device)
     parent = _initialise(emulator, config, grid, stats) if config.init_from else None
-    result = train(emulator, train_series, valid_series, weights, config.training, state_path, progress)
+    mirror = Mirror.of(config.data.channels, stats.mean, stats.std)
+    perturb = (
+        _start_perturbations(config, emulator, grid, stats) if config.training.perturbed_fraction else None
+    )
+    result = train(emulator, [train_series, *extra], valid_series, weights, config.training, state_path, progress,
+                   mirror=mirror, perturb=perturb)  # fmt: skip
 
     scores = {}
     for hours in (6, 24):
@@ -94,7 +113,12 @@ def train_forecast(
         "parameters": sum(p.numel() for p in network.parameters()),
         "training": {
             "config": config.model_dump(mode="json"),
-            "data": {"source": "nature", "key": nature_spec(config).key, **nature_spec(config).as_dict()},
+            "data": {
+                "source": "nature",
+                "key": nature_spec(config.data).key,
+                **nature_spec(config.data).as_dict(),
+                "extra_keys": [nature_spec(config.data, s).key for s in config.data.extra_seeds],
+            },
             "history": result.history,
             **({"init_from": parent} if parent else {}),
             **training_provenance(command, device, result.wall_seconds),
@@ -104,6 +128,17 @@ def train_forecast(
     save_checkpoint(out, emulator.cpu(), manifest)
     state_path.unlink(missing_ok=True)
     return manifest
+
+
+def _start_perturbations(config: ForecastTrainingConfig, emulator, grid: Grid, stats):
+    """Analysis-like start perturbations from the B of the `init_from` checkpoint's forecast errors."""
+    from cycler_da.perturbations import analysis_like_sampler
+    from forecast_models.checkpoint import load_checkpoint
+
+    device = next(emulator.parameters()).device
+    parent, _ = load_checkpoint(config.init_from, device)
+    return analysis_like_sampler(config.data, stats, grid, parent, Path(config.init_from),
+                                 config.training.perturbation_scale)  # fmt: skip
 
 
 def _initialise(emulator, config: ForecastTrainingConfig, grid: Grid, stats) -> dict:

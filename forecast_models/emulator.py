@@ -132,7 +132,8 @@ class Emulator(nn.Module):
             )
         static = self.static.to(state.dtype).expand(state.shape[0], -1, -1, state.shape[-1])
         increment = self.network(torch.cat([state, static], dim=1))
-        return state + self.increment_std.to(state.dtype) * increment
+        # A channels-last network returns channels-last increments; callers get the usual layout.
+        return (state + self.increment_std.to(state.dtype) * increment).contiguous()
 
     forward = step
 

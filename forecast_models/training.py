@@ -1,7 +1,7 @@
 """Training the 6-hour emulator on a normalised time series (tensors only).
 
-Two phases: single-step training over every (x_t, x_t+6h) pair of the training series,
-then optional rollout fine-tuning that unrolls several steps and back-propagates through
+Two phases: single-step training over every (x_t, x_t+6h) pair of the training series
+(one or several independent trajectories), then optional rollout fine-tuning that unrolls several steps and back-propagates through
 all of them, for stability over long free runs. The loss is the area-weighted MSE in
 units of each channel's 6-hour increment standard deviation. After every epoch the full
 training state is saved next to the output, so an interrupted run resumes where it stopped.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,16 @@ class TrainConfig:
         area_weight_mix: Loss weights are ``mix × area weight + (1 − mix)``: pure area
             weighting (1) leaves the polar rows almost untrained, which let long rollouts
             drift there; validation always uses pure area weights.
+        mirror_probability: Chance that a training sample (start and targets) is replaced by
+            its north–south mirror image, latitude reversed and v negated: a symmetry of
+            the Held–Suarez world (no seasons, no land), which doubles its weather; not
+            one of the real atmosphere's, so leave it 0 on reanalysis.
+        perturbed_fraction: Share of training samples whose start is the truth plus an
+            analysis-like perturbation (the sampler given to :func:`train`), the target
+            still the true next state: teaches forecasting from cycled analyses, which lie
+            off the states the emulator otherwise sees.
+        perturbation_scale: Read by whoever builds the sampler: amplitudes uniform in
+            [0, this] times a draw of its covariance.
         seed: Seed of initialisation and batch order.
     """
 
@@ -53,10 +64,46 @@ class TrainConfig:
     rollout_lr: float = 2e-4
     grad_clip: float = 1.0
     area_weight_mix: float = 0.5
+    mirror_probability: float = 0.0
+    perturbed_fraction: float = 0.0
+    perturbation_scale: float = 1.0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("mirror_probability", "perturbed_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.perturbation_scale < 0:
+            raise ValueError(f"perturbation_scale must be >= 0, got {self.perturbation_scale}")
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """North–south reflection of normalised states: latitude reversed, meridional wind negated.
+
+    Attributes:
+        sign: (channel,) -1 for v components, else 1.
+        offset: (channel,) keeps the reflection exact in normalised units: a v channel with
+            mean μ and std σ maps x to −x − 2μ/σ.
+    """
+
+    sign: Tensor
+    offset: Tensor
+
+    @classmethod
+    def of(cls, labels: Sequence[str], mean: np.ndarray, std: np.ndarray) -> Mirror:
+        from cycler_da.variables import channel
+
+        is_v = torch.tensor([channel(label).variable.name == "v_component_of_wind" for label in labels])
+        ratio = torch.as_tensor(np.asarray(mean, float) / np.asarray(std, float), dtype=torch.float32)
+        return cls(torch.where(is_v, -1.0, 1.0), torch.where(is_v, -2.0 * ratio, 0.0))
+
+    def __call__(self, x: Tensor) -> Tensor:
+        sign = self.sign.to(x)[:, None, None]
+        return x.flip(-2) * sign + self.offset.to(x)[:, None, None]
 
 
 @dataclass
@@ -108,29 +155,46 @@ def validate(emulator: Emulator, series: Tensor, weights: Tensor, steps: int = 1
     return (total / len(starts)).sqrt()
 
 
+def _starts(lengths: list[int], unroll: int) -> Tensor:
+    """Indices into the concatenated segments whose next `unroll` states lie in the same segment."""
+    offsets = np.cumsum([0, *lengths[:-1]])
+    return torch.cat([torch.arange(o, o + n - unroll) for o, n in zip(offsets, lengths, strict=True)])
+
+
 def train(
     emulator: Emulator,
-    train_series: Tensor,
+    train_series: Tensor | Sequence[Tensor],
     valid_series: Tensor,
     weights: Tensor,
     config: TrainConfig,
     state_path: Path | None = None,
     progress: bool = True,
+    mirror: Mirror | None = None,
+    perturb: Callable[[int, torch.Generator], Tensor] | None = None,
 ) -> TrainResult:
     """Trains in place.
 
     Args:
         emulator: The model to train (on the device of the series).
-        train_series: Normalised, contiguous 6-hourly states ``(time, channel, lat, lon)``.
+        train_series: Normalised, contiguous 6-hourly states ``(time, channel, lat, lon)``,
+            or several such segments (independent trajectories); no pair spans two.
         valid_series: Held-out normalised series, same layout.
         weights: Area weights (lat,), mean 1.
         config: Optimisation settings.
         state_path: Where to keep the resumable training state; resumes if it exists.
         progress: Show progress bars.
+        mirror: The reflection that ``config.mirror_probability`` applies.
+        perturb: Draws `n` normalised start perturbations, for ``config.perturbed_fraction``.
 
     Returns:
         Per-epoch losses and validation RMSE, and the wall time.
     """
+    segments = [train_series] if isinstance(train_series, Tensor) else list(train_series)
+    if config.mirror_probability > 0 and mirror is None:
+        raise ValueError("mirror_probability > 0 needs the mirror transform of the channels")
+    if config.perturbed_fraction > 0 and perturb is None:
+        raise ValueError("perturbed_fraction > 0 needs a sampler of start perturbations")
+    series = segments[0] if len(segments) == 1 else torch.cat(segments)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     optimiser = torch.optim.AdamW(emulator.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -150,7 +214,8 @@ def train(
 
     epoch_index = 0
     for phase, epochs, unroll, peak in _phases(config):
-        pairs = train_series.shape[0] - unroll
+        starts = _starts([len(x) for x in segments], unroll)
+        pairs = len(starts)
         batches = math.ceil(pairs / config.batch_size)
         for epoch in range(epochs):
             if epoch_index < done_epochs:
@@ -158,19 +223,30 @@ def train(
                 continue
             began = time.perf_counter()
             emulator.train()
-            order = torch.randperm(pairs, generator=generator)
+            order = starts[torch.randperm(pairs, generator=generator)]
             losses = []
             bar = tqdm(order.split(config.batch_size), total=batches, disable=not progress, leave=False,
                        desc=f"{phase} epoch {epoch + 1}/{epochs}")  # fmt: skip
             for i, idx in enumerate(bar):
                 for group in optimiser.param_groups:
                     group["lr"] = _lr_at(epoch * batches + i, epochs * batches, peak)
-                idx = idx.to(train_series.device)
-                state = train_series[idx]
+                flip = None
+                if config.mirror_probability > 0:
+                    flip = (torch.rand(len(idx), generator=generator) < config.mirror_probability).to(
+                        series.device
+                    )
+                idx = idx.to(series.device)
+                state = _maybe_mirror(series[idx], flip, mirror)
+                if config.perturbed_fraction > 0:
+                    chosen = torch.rand(len(idx), generator=generator) < config.perturbed_fraction
+                    state = state + chosen.to(state)[:, None, None, None] * perturb(len(idx), generator).to(
+                        state
+                    )
                 loss = 0.0
                 for k in range(1, unroll + 1):
                     state = emulator.step(state)
-                    loss = loss + weighted_mse(state, train_series[idx + k], loss_weights, scale) / unroll
+                    target = _maybe_mirror(series[idx + k], flip, mirror)
+                    loss = loss + weighted_mse(state, target, loss_weights, scale) / unroll
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(emulator.parameters(), config.grad_clip)
@@ -198,6 +274,12 @@ def train(
                 _save_state(state_path, emulator, optimiser, generator, config, result)
             epoch_index += 1
     return result
+
+
+def _maybe_mirror(x: Tensor, flip: Tensor | None, mirror: Mirror | None) -> Tensor:
+    if flip is None or not flip.any():
+        return x
+    return torch.where(flip[:, None, None, None], mirror(x), x)
 
 
 def _save_state(path: Path, emulator, optimiser, generator, config: TrainConfig, result: TrainResult) -> None:

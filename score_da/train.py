@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from cycler_da.config import ForecastDataConfig, ForecastTrainingConfig, Strict
+from cycler_da.config import ForecastDataConfig, Strict
 from cycler_da.provenance import file_hash, training_provenance
 from forecast_models.emulator import pole_signs
 from score_da import checkpoint
@@ -86,7 +86,7 @@ class PriorTrainingConfig(Strict):
 def _series(data: ForecastDataConfig, device: str, progress: bool):
     from cycler_da.forecast import load_series
 
-    train, valid, stats, grid = load_series(ForecastTrainingConfig(data=data), progress)
+    train, valid, stats, grid = load_series(data, progress)
     weights = torch.as_tensor(grid.area_weights(), dtype=torch.float32, device=device)
     return stats.normalise(train).to(device), stats.normalise(valid).to(device), stats, grid, weights
 
@@ -148,31 +148,6 @@ def load_prior(path: str | Path = "default", device: str = "cpu") -> tuple[Denoi
     return checkpoint.load_into(denoiser, state, path).to(device), denoiser.schedule, manifest
 
 
-def _perturbation_sampler(
-    config: PriorTrainingConfig, emulator, forecast_path: Path, grid, stats, device: str
-):
-    """Draws truth perturbations from the 24-h forecast-error covariance, random amplitude per draw."""
-    from baselines.covariance import ControlTransform
-    from cycler_da import nature
-    from cycler_da.statistics_cache import TrainingErrors
-
-    n = config.data.nature
-    spec = nature.NatureSpec(n.resolution, n.seed, n.compiled)
-    ds = nature.open_nature(config.data.train[0], config.data.train[1], spec, progress=False)
-    bstats = TrainingErrors(ds, list(config.data.channels), tuple(config.data.train), stats, emulator.cpu(),
-                            file_hash(forecast_path), spec.key).statistics()  # fmt: skip
-    emulator.to(device)
-    transform = ControlTransform(bstats, grid.latitudes, grid.longitudes, 1.0)
-    scale = config.pairs.perturbation_scale
-
-    def draw(count: int, generator: torch.Generator) -> torch.Tensor:
-        v = torch.randn((count, *transform.shape), generator=generator, dtype=torch.float64)
-        amplitude = scale * torch.rand(count, generator=generator, dtype=torch.float64)
-        return (transform(v) * amplitude[:, None, None, None]).float()
-
-    return draw
-
-
 def train_prior_model(config: PriorTrainingConfig, out: Path, device: str = "cpu", resume: bool = False,
                       progress: bool = True, command: str = "") -> dict:  # fmt: skip
     """Makes the pairs, trains the conditional prior, writes `out`; returns its manifest."""
@@ -196,7 +171,11 @@ def train_prior_model(config: PriorTrainingConfig, out: Path, device: str = "cpu
         check_compatible(manifest, labels, grid.latitudes, grid.longitudes, stats.mean, stats.std, name=name)
     perturb = None
     if config.pairs.perturbed:
-        perturb = _perturbation_sampler(config, emulator, fc_path, grid, stats, device)
+        from cycler_da.perturbations import analysis_like_sampler
+
+        perturb = analysis_like_sampler(
+            config.data, stats, grid, emulator, fc_path, config.pairs.perturbation_scale
+        )
     leads = tuple(config.pairs.leads_hours)
     stride = config.pairs.start_stride
     pairs = forecast_pairs(

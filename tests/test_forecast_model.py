@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -20,7 +22,7 @@ from forecast_models.checkpoint import (
     save_checkpoint,
 )
 from forecast_models.emulator import ArchitectureConfig, Emulator, build_network
-from forecast_models.training import TrainConfig, train, validate
+from forecast_models.training import Mirror, TrainConfig, train, validate
 from forecast_models.unet import spherical_pad
 
 GRID = gaussian_grid(8)  # 8 x 16
@@ -112,7 +114,11 @@ def test_checkpoint_round_trip(tmp_path):
     path = save_checkpoint(tmp_path / "m.pt", em, _manifest(em))
     loaded, manifest = load_checkpoint(path)
     x = torch.randn(2, 3, *GRID.shape)
-    assert torch.equal(loaded.step(x), em.eval().step(x))
+    # Loaded weights are channels-last (faster on CPU): the same step to round-off, usual layout out.
+    assert next(loaded.network.parameters()).is_contiguous(memory_format=torch.channels_last)
+    step = loaded.step(x)
+    assert step.is_contiguous()
+    torch.testing.assert_close(step, em.eval().step(x), rtol=1e-5, atol=1e-5)
     assert manifest["channels"] == LABELS and read_manifest(path)["increment_std"] == [0.5, 0.4, 0.3]
 
 
@@ -182,6 +188,74 @@ def test_tiny_training_loss_falls():
     assert len(result.history) == 5 and result.history[-1]["phase"] == "rollout"
     assert losses[3] < 0.5 * losses[0]
     assert after < 0.5 * before  # beats persistence clearly
+
+
+def test_mirror_reflects_latitude_and_negates_v_in_physical_units():
+    labels = ["z500", "v850", "u500"]
+    mean, std = np.array([5e4, 0.4, 10.0]), np.array([3e3, 5.0, 8.0])
+    mirror = Mirror.of(labels, mean, std)
+    physical = torch.randn(2, 3, *GRID.shape, dtype=torch.float64) * torch.tensor(std)[:, None, None]
+    physical += torch.tensor(mean)[:, None, None]
+    normalise = lambda x: (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]  # noqa: E731
+    expected = physical.flip(-2) * torch.tensor([1.0, -1.0, 1.0], dtype=torch.float64)[:, None, None]
+    torch.testing.assert_close(mirror(normalise(physical).float()), normalise(expected).float())
+    torch.testing.assert_close(mirror(mirror(normalise(physical).float())), normalise(physical).float())
+
+
+def test_training_pairs_never_span_two_segments():
+    assert training._starts([5, 4], 1).tolist() == [0, 1, 2, 3, 5, 6, 7]
+    assert training._starts([5, 4], 2).tolist() == [0, 1, 2, 5, 6]
+    # Two pieces of one drift with a gap between them, half the samples mirrored (the eastward
+    # drift is mirror-symmetric): still learnable, so the loss falls.
+    series = _advection_series(200)
+    weights = torch.as_tensor(GRID.area_weights(), dtype=torch.float32)
+    mirror = Mirror(torch.ones(3), torch.zeros(3))
+    em = _emulator(width=16)
+    config = _tiny_config(rollout_epochs=0, mirror_probability=0.5)
+    result = train(
+        em, [series[:70], series[100:170]], series[170:], weights, config, progress=False, mirror=mirror
+    )
+    assert (
+        result.history[-1]["valid_rmse_6h_mean"]
+        < 0.5 * validate(_emulator(width=16), series[170:], weights).mean()
+    )
+    with pytest.raises(ValueError, match="needs the mirror"):
+        train(_emulator(), series[:40], series[40:], weights, config, progress=False)
+    with pytest.raises(ValueError, match="mirror_probability must be in"):
+        TrainConfig(mirror_probability=1.5)
+
+
+def test_perturbed_starts_reach_the_loss_and_need_a_sampler():
+    series = _advection_series(60)
+    weights = torch.as_tensor(GRID.area_weights(), dtype=torch.float32)
+    config = _tiny_config(epochs=1, rollout_epochs=0, lr=1e-12, perturbed_fraction=1.0)
+    plain = train(_emulator(), series[:40], series[40:], weights, replace(config, perturbed_fraction=0.0),
+                  progress=False)  # fmt: skip
+    # A constant offset of 3 increment stds at every start: the untrained (persistence)
+    # emulator's loss grows by about 3² per channel.
+    offset = torch.tensor([1.5, 1.2, 0.9])[:, None, None]
+    result = train(_emulator(), series[:40], series[40:], weights, config, progress=False,
+                   perturb=lambda n, g: offset.expand(n, 3, *GRID.shape))  # fmt: skip
+    assert result.history[0]["train_loss"] > plain.history[0]["train_loss"] + 8.0
+    with pytest.raises(ValueError, match="needs a sampler"):
+        train(_emulator(), series[:40], series[40:], weights, config, progress=False)
+    with pytest.raises(ValueError, match="perturbed_fraction must be in"):
+        TrainConfig(perturbed_fraction=-0.1)
+
+    from cycler_da.config import ConfigError, ForecastTrainingConfig, parse_config
+
+    with pytest.raises(ConfigError, match="perturbed_fraction needs init_from"):
+        parse_config({"training": {"perturbed_fraction": 0.5}}, ForecastTrainingConfig)
+
+
+def test_extra_seeds_must_be_new_trajectories():
+    from cycler_da.config import ConfigError, ForecastTrainingConfig, parse_config
+    from cycler_da.forecast import load_extra_training
+
+    with pytest.raises(ConfigError, match="distinct non-negative"):
+        parse_config({"data": {"extra_seeds": [1, 1]}}, ForecastTrainingConfig)
+    with pytest.raises(ValueError, match="repeats the main trajectory's seed 0"):
+        load_extra_training(ForecastTrainingConfig.model_validate({"data": {"extra_seeds": [0]}}))
 
 
 def test_resume_after_interruption_equals_uninterrupted(tmp_path, monkeypatch):
@@ -258,10 +332,12 @@ def test_cli_trains_on_the_nature_run(nature_cache, tmp_path):
     x = torch.zeros(2, 11, 32, 64)
     assert torch.isfinite(emulator.step(x)).all()
 
-    # Fine-tuning: rollout only, from those weights; the manifest names the parent.
+    # Fine-tuning: rollout only, from those weights, half the starts mirrored and half
+    # perturbed by draws from the parent's B; the manifest names the parent.
     tuned = yaml.safe_load(cfg.read_text())
     tuned["init_from"] = str(out)
-    tuned["training"].update(epochs=0, rollout_steps=2, rollout_epochs=1, rollout_lr=1e-4)
+    tuned["training"].update(epochs=0, rollout_steps=2, rollout_epochs=1, rollout_lr=1e-4,
+                             mirror_probability=0.5, perturbed_fraction=0.5, perturbation_scale=2.0)  # fmt: skip
     cfg.write_text(yaml.safe_dump(tuned))
     args = ["train", "forecast", "--config", str(cfg), "--threads", "2", "--out"]
     result = CliRunner().invoke(app, [*args, str(tmp_path / "tuned.pt")])
@@ -269,6 +345,8 @@ def test_cli_trains_on_the_nature_run(nature_cache, tmp_path):
     _, child = load_checkpoint(tmp_path / "tuned.pt")
     assert child["training"]["init_from"]["sha256"] == file_hash(out)
     assert [h["phase"] for h in child["training"]["history"]] == ["rollout"]
+    assert child["training"]["config"]["training"]["perturbed_fraction"] == 0.5
+    assert np.isfinite(child["training"]["history"][0]["train_loss"])
     tuned["model"]["width"] = 16
     cfg.write_text(yaml.safe_dump(tuned))
     result = CliRunner().invoke(app, [*args, str(tmp_path / "wider.pt")])
