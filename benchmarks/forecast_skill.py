@@ -151,8 +151,14 @@ def main() -> None:
             ms = 1000 * statistics.median(times[5:]) / members
             label = f"{device} compiled" if compiled else device
             print(f"  {label:12} {members:3d} member(s): {ms:7.2f} ms per member")
-    print(f"\nTraining wall time: {manifest['training']['wall_seconds'] / 60:.1f} min on "
-          f"{manifest['training']['device']} ({manifest['training']['threads']} threads)")  # fmt: skip
+    training = manifest["training"]
+    parent = training.get("init_from")
+    total = training["wall_seconds"] + ((parent or {}).get("wall_seconds") or 0)
+    stages = (
+        f", of which {training['wall_seconds'] / 60:.1f} min fine-tuning {parent['path']}" if parent else ""
+    )
+    print(f"\nTraining wall time: {total / 60:.1f} min on {training['device']} ({training['threads']} threads)"
+          f"{stages}")  # fmt: skip
 
 
 if __name__ == "__main__":
