@@ -1,6 +1,6 @@
 """Parameter sweep of dps and lo-sda on short cycles (the table their defaults were chosen from).
 
-    python benchmarks/tune_score_da.py [--days 3] [--fraction 0.05] [--runs-dir benchmarks/tune-runs]
+    python benchmarks/tune_score_da.py [--days 3] [--fraction 0.05] [--runs-dir benchmarks/tune-runs] [--only 2 4 ...]
 
 Each trial cycles from 2018-01-01 on the embedded nature run with the shipped forecast model,
 autoencoder and prior, one member, no forecasts (complete runs in --runs-dir are reused).
@@ -36,6 +36,14 @@ TRIALS = [
     ("lo-sda", {"fit_target": 1.5}),
     ("lo-sda", {"optimizer": "adam"}),
     ("lo-sda", {"steps": 16}),
+    # Weight of the background's autoencoder residual added back (the default, 0.5, chosen from
+    # 30-day cycles; 0 is the decoded latent alone, as before 2026-12-02).
+    ("dps", {"background_residual": 0.0}),
+    ("lo-sda", {"background_residual": 0.0}),
+    ("dps", {"background_residual": 1.0}),
+    ("lo-sda", {"background_residual": 1.0}),
+    ("lo-sda", {"background_residual": 1.0, "stochastic": False}),
+    ("lo-sda", {"background_residual": 1.0, "fit_target": 0.7}),
 ]
 SHOW = ("z500", "t850", "u250", "v500", "msl")
 
@@ -46,6 +54,7 @@ def main() -> None:
     parser.add_argument("--fraction", type=float, default=0.05)
     parser.add_argument("--runs-dir", type=Path, default=Path("benchmarks/tune-runs"))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", nargs="+", default=None, help="run only these trial numbers (0-based)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"tune_score_da — {date.today()} — {platform.machine()}, {torch.get_num_threads()} torch threads; "
@@ -55,7 +64,9 @@ def main() -> None:
         + " ".join(f"{'a-RMSE ' + c:>12}" for c in SHOW)
         + "   O-A/σo (same order)    χ²/m  s/window"
     )
-    for method, params in TRIALS:
+    for number, (method, params) in enumerate(TRIALS):
+        if args.only is not None and str(number) not in args.only:
+            continue
         name = f"{method}-{args.fraction:g}-{args.days:g}d-" + "-".join(f"{k}{v}" for k, v in params.items())
         cfg = {
             "run": {"start": "2018-01-01", "days": args.days, "name": name, "runs_dir": str(args.runs_dir)},

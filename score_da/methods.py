@@ -40,12 +40,15 @@ def _components(context: MethodContext, vae: str, prior: str):
 @register("dps")
 def _dps(context: MethodContext, vae: str = "default", prior: str = "default", steps: int = 32,
          lead_hours: float = 6.0, scale: float = 1.0, corrections: int = 0, tau: float = 0.5,
-         stochastic: bool = True) -> DPS:  # fmt: skip
+         stochastic: bool = True, background_residual: float = 0.5) -> DPS:  # fmt: skip
     # lead_hours: the background's lead the prior is conditioned on: 6 in a 6-hourly cycle,
     # 48 in the seed protocol. scale: ζ of the DPS step (0 samples the prior alone); 1.0 was the
     # best of 0, 0.5, 1 and 2 in benchmarks/tune_score_da.py (3-day cycles, 5 % columns).
+    # background_residual: weight of the background's autoencoder residual kept in the analysis;
+    # 0.5 over 30-day cycles: z500 113.0 / 270.4 at 5 % / 1 % columns, against 129.6 / 327.5 at 0.
     space, denoiser, schedule = _components(context, vae, prior)
-    return DPS(space, denoiser, schedule, steps, lead_hours, corrections, tau, stochastic, scale=scale)
+    return DPS(space, denoiser, schedule, steps, lead_hours, corrections, tau, stochastic, background_residual,
+               scale=scale)  # fmt: skip
 
 
 @register("lo-sda")
@@ -53,12 +56,15 @@ def _lo_sda(context: MethodContext, vae: str = "default", prior: str = "default"
             lead_hours: float = 6.0, corrections: int = 0, tau: float = 0.5, stochastic: bool = True,
             optimise_below: float = 0.6, inner_steps: int = 5, lr: float = 0.05, proximal: float = 1.0,
             polish_steps: int = 30, polish_proximal: float = 0.1, fit_target: float = 1.0,
-            optimizer: str = "lbfgs") -> LOSDA:  # fmt: skip
+            optimizer: str = "lbfgs", background_residual: float = 0.5) -> LOSDA:  # fmt: skip
     # benchmarks/tune_score_da.py: proximal and optimise_below hardly matter (the late steps, the
     # polish and the χ²/m stop decide the analysis); fit_target 0.7 is a little better but
     # over-fits (O−A/σo ~0.6) at 1.3x the cost; Adam is worse than L-BFGS; 16 steps cost half.
+    # background_residual w (analysis D(z) + w (x_b − D(z_b))): over 30-day cycles z500 123.5 /
+    # 109.6 / 139.3 at w = 0 / 0.5 / 1 (5 % columns) and 398.5 / 297.5 / 289.7 (1 %): at 1 the
+    # uncorrected residual's error grows (benchmarks/results-tune_score_da.txt).
     space, denoiser, schedule = _components(context, vae, prior)
-    return LOSDA(space, denoiser, schedule, steps, lead_hours, corrections, tau, stochastic,
+    return LOSDA(space, denoiser, schedule, steps, lead_hours, corrections, tau, stochastic, background_residual,
                  optimise_below=optimise_below, inner_steps=inner_steps, lr=lr, proximal=proximal,
                  polish_steps=polish_steps, polish_proximal=polish_proximal, fit_target=fit_target,
                  optimizer=optimizer)  # fmt: skip

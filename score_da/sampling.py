@@ -45,21 +45,43 @@ class LatentSampler:
         tau: Langevin step size factor.
         stochastic: Re-noise with fresh noise at each step (ancestral-like) rather than the
             deterministic DDIM update.
+        background_residual: Weight w of the background's autoencoder residual
+            x_b − D(E(x_b)) added to every decoded state: 0, the decoded latent alone; 1, the
+            latent sample acts as an increment D(z) − D(z_b) on the full background, which keeps
+            the detail the autoencoder cannot represent but never corrects it.
     """
 
     def __init__(self, space: LatentSpace, denoiser: Denoiser, schedule: VPSchedule, steps: int = 32,
-                 lead_hours: float = 6.0, corrections: int = 0, tau: float = 0.5, stochastic: bool = True):  # fmt: skip
+                 lead_hours: float = 6.0, corrections: int = 0, tau: float = 0.5, stochastic: bool = True,
+                 background_residual: float = 0.0):  # fmt: skip
         if steps < 1:
             raise ValueError(f"steps must be >= 1; got {steps}")
         if lead_hours <= 0:
             raise ValueError(f"lead_hours must be positive; got {lead_hours}")
+        if not 0 <= background_residual <= 1:
+            raise ValueError(f"background_residual must be in [0, 1]; got {background_residual}")
         self.space, self.denoiser, self.schedule = space, denoiser, schedule
         self.steps, self.corrections, self.tau, self.stochastic = steps, corrections, tau, stochastic
         self.lead = float(lead_code(lead_hours))
+        self.background_residual = background_residual
+        self.offset: Tensor | None = None
         self.nfe = 0
         for module in (space, denoiser):
             for p in module.parameters() if module is not None else ():
                 p.requires_grad_(False)
+
+    def begin(self, background: Tensor) -> Tensor:
+        """The background's latent; keeps its weighted autoencoder residual when ``background_residual`` > 0."""
+        x_b = background.float()
+        z_b = self.space.encode(x_b)
+        residual = self.background_residual
+        self.offset = residual * (x_b - self.space.decode(z_b)) if residual > 0 else None
+        return z_b
+
+    def decode(self, z: Tensor) -> Tensor:
+        """The normalised state of a latent, plus the kept part of the background's residual."""
+        state = self.space.decode(z)
+        return state if self.offset is None else state + self.offset
 
     def eps(self, z_t: Tensor, t: Tensor, z_b: Tensor) -> Tensor:
         self.nfe += 1
@@ -103,7 +125,7 @@ class LatentSampler:
 
     def misfit(self, z: Tensor, observations: Observations) -> Tensor:
         """Per-member ``½‖(y − H(D(z)))/σ_o‖²``, shape (member,)."""
-        return self.state_misfit(self.space.decode(z), observations)
+        return self.state_misfit(self.decode(z), observations)
 
     @staticmethod
     def state_misfit(state: Tensor, observations: Observations) -> Tensor:
@@ -117,7 +139,7 @@ class LatentSampler:
     ) -> tuple[Tensor, float]:
         """The decoded analysis (checked) and its mean χ²/m, from one decode of the final latent."""
         with torch.no_grad():
-            decoded = self.space.decode(z)
+            decoded = self.decode(z)
             state = self.checked(decoded.to(background.dtype), what)
             chi2 = (2 * self.state_misfit(decoded, observations)).mean() / max(len(observations), 1)
         return state, float(chi2)
@@ -159,7 +181,7 @@ class DPS(LatentSampler):
                 generator: torch.Generator | None = None) -> Analysis:  # fmt: skip
         began, self.nfe = time.perf_counter(), 0
         with torch.no_grad():
-            z_b = self.space.encode(background.float())
+            z_b = self.begin(background)
         z = self.sample_latent(z_b, observations, generator)
         state, chi2 = self.finish(z, background, observations, "dps")
         return Analysis(state, {"nfe": float(self.nfe), "chi2_per_obs": chi2,
@@ -243,7 +265,7 @@ class LOSDA(LatentSampler):
         began, self.nfe, self.decoder_evaluations = time.perf_counter(), 0, 0
         s = self.schedule
         with torch.no_grad():
-            z_b = self.space.encode(background.float())
+            z_b = self.begin(background)
             z = self.noise(z_b, generator)
             times = s.times(self.steps, device=z.device)
             for t, t_next in itertools.pairwise(times):

@@ -116,6 +116,31 @@ def test_methods_shapes_finiteness_and_determinism(tiny_score_models, name):
     assert a.diagnostics["nfe"] == 8 and np.isfinite(a.diagnostics["chi2_per_obs"])
 
 
+def test_background_residual_turns_the_latent_sample_into_an_increment(tiny_score_models):
+    vae, prior = tiny_score_models
+    context, grid = _context(vae)
+    g = torch.Generator().manual_seed(4)
+    background = torch.randn(2, len(LABELS), *grid.shape, generator=g)
+    obs = _observations(grid, background[:1])
+    runs = {}
+    for weight in (0.0, 0.5, 1.0):
+        method = build_method("dps", context, vae=str(vae), prior=str(prior), steps=4, scale=0.0,
+                              background_residual=weight)  # fmt: skip
+        with torch.no_grad():
+            z_b = method.begin(background)
+            # weight 1: the background's own latent decodes to the background exactly
+            assert torch.allclose(method.decode(z_b), background, atol=1e-5) == (weight == 1.0)
+        runs[weight] = method.analyse(background, obs, generator=torch.Generator().manual_seed(0)).state
+    # unguided, the latent sample is the same; only the weighted autoencoder residual is added
+    with torch.no_grad():
+        residual = background - method.space.decode(method.space.encode(background))
+    assert residual.abs().max() > 0.1
+    for weight in (0.5, 1.0):
+        torch.testing.assert_close(runs[weight] - runs[0.0], weight * residual, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match=r"background_residual must be in \[0, 1\]"):
+        build_method("lo-sda", context, vae=str(vae), prior=str(prior), background_residual=1.5)
+
+
 def test_lo_sda_fits_its_observations_within_their_error(tiny_score_models):
     vae, prior = tiny_score_models
     context, grid = _context(vae)
