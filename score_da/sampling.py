@@ -53,7 +53,7 @@ class LatentSampler:
 
     def __init__(self, space: LatentSpace, denoiser: Denoiser, schedule: VPSchedule, steps: int = 32,
                  lead_hours: float = 6.0, corrections: int = 0, tau: float = 0.5, stochastic: bool = True,
-                 background_residual: float = 0.0):  # fmt: skip
+                 background_residual: float = 0.5):  # fmt: skip
         if steps < 1:
             raise ValueError(f"steps must be >= 1; got {steps}")
         if lead_hours <= 0:
