@@ -61,6 +61,20 @@ TRIALS = [
     ("enkf", {"additive_covariance": "samples", "hybrid_weight": 0.5}, 40),
     ("enkf", {"additive_covariance": "samples", "hybrid_weight": 1.0}, 40),
     ("enkf", {"additive_covariance": "samples", "hybrid_weight": 0.5, "hybrid_b_scale": 1.5}, 40),
+    # The under-dispersed wind channels (spread/skill ~0.6 at 5 %): inflate per channel.
+    ("enkf", {"additive_covariance": "samples", "adaptive_inflation": True}, 40),
+    ("enkf", {"additive_covariance": "samples", "additive": 0.3, "rtps": 0.7}, 40),
+    ("enkf", {"additive_covariance": "samples", "localization_km": 1000.0}, 40),
+    ("enkf", {"additive_covariance": "samples", "adaptive_inflation": True, "hybrid_weight": 1.0}, 40),
+    ("enkf", {"additive_covariance": "samples", "adaptive_inflation": True, "localization_km": 2000.0}, 40),
+    (
+        "enkf",
+        {"additive_covariance": "samples", "adaptive_inflation": True, "channel_localization": "none"},
+        40,
+    ),
+    ("enkf", {"additive_covariance": "samples", "adaptive_inflation": True, "localization_km": 2500.0}, 40),
+    ("enkf", {"additive_covariance": "samples", "adaptive_inflation": True}, 80),
+    ("enkf", {"additive_covariance": "samples", "hybrid_weight": 1.0, "hybrid_b_scale": 1.5}, 40),
 ]
 SHOW = ("z500", "t850", "u250", "msl")
 

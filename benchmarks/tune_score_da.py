@@ -44,6 +44,10 @@ TRIALS = [
     ("lo-sda", {"background_residual": 1.0}),
     ("lo-sda", {"background_residual": 1.0, "stochastic": False}),
     ("lo-sda", {"background_residual": 1.0, "fit_target": 0.7}),
+    # The analysis as the mean of K posterior draws (an estimate of the posterior mean).
+    ("lo-sda", {"samples": 2}),
+    ("lo-sda", {"samples": 4}),
+    ("dps", {"samples": 4}),
 ]
 SHOW = ("z500", "t850", "u250", "v500", "msl")
 

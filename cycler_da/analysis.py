@@ -93,6 +93,8 @@ class MethodContext:
         device: Where tensors live.
         normalisation: The data's normalisation (cycler_da.normalization.NormStats), so methods
             with trained networks can refuse weights made for other data; None skips the check.
+        members: The run's ensemble size, for defaults that differ between a deterministic
+            run and an ensemble.
     """
 
     channels: tuple[str, ...]
@@ -102,6 +104,7 @@ class MethodContext:
     device: str = "cpu"
     normalisation: Any = None
     background_error_samples: Any = None
+    members: int = 1
 
 
 Builder = Callable[..., AnalysisMethod]

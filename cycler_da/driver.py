@@ -187,7 +187,7 @@ def setup(config: RunConfig, run_dir: Path) -> Setup:
         emulator.compile_network()
     # The training errors move with the emulator; an ensemble B asks for them lazily.
     context = MethodContext(tuple(labels), grid.latitudes, grid.longitudes, bstats, str(device), stats,
-                            training_errors.errors)  # fmt: skip
+                            training_errors.errors, cfg.ensemble.members)  # fmt: skip
     try:
         method = build_method(cfg.method.name, context, **cfg.method.params)
     except ValueError as err:

@@ -49,17 +49,25 @@ class LatentSampler:
             x_b − D(E(x_b)) added to every decoded state: 0, the decoded latent alone; 1, the
             latent sample acts as an increment D(z) − D(z_b) on the full background, which keeps
             the detail the autoencoder cannot represent but never corrects it.
+        samples: Posterior draws K per background member; the analysis is their mean, an
+            estimate of the posterior mean (a single draw's expected error is √2 × the
+            posterior mean's for a calibrated sampler, K draws' mean √(1 + 1/K) ×).
     """
+
+    name = "latent sampler"
 
     def __init__(self, space: LatentSpace, denoiser: Denoiser, schedule: VPSchedule, steps: int = 32,
                  lead_hours: float = 6.0, corrections: int = 0, tau: float = 0.5, stochastic: bool = True,
-                 background_residual: float = 0.5):  # fmt: skip
+                 background_residual: float = 0.5, samples: int = 1):  # fmt: skip
         if steps < 1:
             raise ValueError(f"steps must be >= 1; got {steps}")
         if lead_hours <= 0:
             raise ValueError(f"lead_hours must be positive; got {lead_hours}")
         if not 0 <= background_residual <= 1:
             raise ValueError(f"background_residual must be in [0, 1]; got {background_residual}")
+        if samples < 1:
+            raise ValueError(f"samples must be >= 1; got {samples}")
+        self.samples = samples
         self.space, self.denoiser, self.schedule = space, denoiser, schedule
         self.steps, self.corrections, self.tau, self.stochastic = steps, corrections, tau, stochastic
         self.lead = float(lead_code(lead_hours))
@@ -134,19 +142,37 @@ class LatentSampler:
         r = (y - observations.operator(state)) / observations.error_std.to(state)
         return 0.5 * r.square().sum(dim=1)
 
-    def finish(
-        self, z: Tensor, background: Tensor, observations: Observations, what: str
-    ) -> tuple[Tensor, float]:
-        """The decoded analysis (checked) and its mean χ²/m, from one decode of the final latent."""
+    def sample_latent(self, z_b: Tensor, observations: Observations | None,
+                      generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
+        """One posterior latent per background latent (the method's own reverse process)."""
+        raise NotImplementedError
+
+    def diagnostics(self) -> dict[str, float]:
+        """The method's own per-window counters, besides nfe, χ²/m and seconds."""
+        return {}
+
+    def analyse(self, background: Tensor, observations: Observations, *,
+                generator: torch.Generator | None = None) -> Analysis:  # fmt: skip
+        began, self.nfe = time.perf_counter(), 0
+        members = background.shape[0]
+        draws = background.repeat_interleave(self.samples, dim=0) if self.samples > 1 else background
+        with torch.no_grad():
+            z_b = self.begin(draws)
+        z = self.sample_latent(z_b, observations, generator)
         with torch.no_grad():
             decoded = self.decode(z)
-            state = self.checked(decoded.to(background.dtype), what)
-            chi2 = (2 * self.state_misfit(decoded, observations)).mean() / max(len(observations), 1)
-        return state, float(chi2)
+            if self.samples > 1:
+                decoded = decoded.reshape(members, self.samples, *decoded.shape[1:]).mean(dim=1)
+            state = self.checked(decoded.to(background.dtype), self.name)
+            chi2 = float((2 * self.state_misfit(decoded, observations)).mean() / max(len(observations), 1))
+        return Analysis(state, {"nfe": float(self.nfe), **self.diagnostics(), "chi2_per_obs": chi2,
+                                "seconds": time.perf_counter() - began})  # fmt: skip
 
 
 class DPS(LatentSampler):
     """Latent diffusion posterior sampling; `scale` is ζ (0: samples of the prior alone)."""
+
+    name = "dps"
 
     def __init__(self, *args, scale: float = 1.0, **kwargs):
         super().__init__(*args, **kwargs)
@@ -177,16 +203,6 @@ class DPS(LatentSampler):
                     z = self.correct(z, t_next, z_b, generator)
         return z.detach()
 
-    def analyse(self, background: Tensor, observations: Observations, *,
-                generator: torch.Generator | None = None) -> Analysis:  # fmt: skip
-        began, self.nfe = time.perf_counter(), 0
-        with torch.no_grad():
-            z_b = self.begin(background)
-        z = self.sample_latent(z_b, observations, generator)
-        state, chi2 = self.finish(z, background, observations, "dps")
-        return Analysis(state, {"nfe": float(self.nfe), "chi2_per_obs": chi2,
-                                "seconds": time.perf_counter() - began})  # fmt: skip
-
 
 class LOSDA(LatentSampler):
     """LO-SDA: latent optimisation of Tweedie's estimate against the observations.
@@ -204,6 +220,8 @@ class LOSDA(LatentSampler):
             "adam" (as L3DVar; its per-element step normalisation also moves latents the
             observations hardly constrain).
     """
+
+    name = "lo-sda"
 
     def __init__(self, *args, optimise_below: float = 0.6, inner_steps: int = 5, lr: float = 0.05,
                  proximal: float = 1.0, polish_steps: int = 30, polish_proximal: float = 0.1,
@@ -260,26 +278,26 @@ class LOSDA(LatentSampler):
                         break
         return z.detach()
 
-    def analyse(self, background: Tensor, observations: Observations, *,
-                generator: torch.Generator | None = None) -> Analysis:  # fmt: skip
-        began, self.nfe, self.decoder_evaluations = time.perf_counter(), 0, 0
+    def diagnostics(self) -> dict[str, float]:
+        return {"decoder_evaluations": float(self.decoder_evaluations)}
+
+    def sample_latent(self, z_b: Tensor, observations: Observations | None,
+                      generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
+        self.decoder_evaluations = 0
         s = self.schedule
         with torch.no_grad():
-            z_b = self.begin(background)
             z = self.noise(z_b, generator)
             times = s.times(self.steps, device=z.device)
             for t, t_next in itertools.pairwise(times):
                 eps = self.eps(z, t, z_b)
                 z0 = s.denoise(z, eps, t)
-                if t < self.optimise_below and self.inner_steps:
+                if t < self.optimise_below and self.inner_steps and observations is not None:
                     weight = self.proximal * float(s.sigma(t) ** 2 / s.mu(t) ** 2)
                     z0 = self.optimise(z0, observations, weight, self.inner_steps)
                     eps = (z - s.mu(t) * z0) / s.sigma(t)
                 z = self.step(z, z0, eps, t, t_next, generator)
                 if self.corrections and t_next > 0:
                     z = self.correct(z, t_next, z_b, generator)
-            if self.polish_steps:
+            if self.polish_steps and observations is not None:
                 z = self.optimise(z, observations, self.polish_proximal, self.polish_steps)
-        state, chi2 = self.finish(z, background, observations, "lo-sda")
-        return Analysis(state, {"nfe": float(self.nfe), "decoder_evaluations": float(self.decoder_evaluations),
-                                "chi2_per_obs": chi2, "seconds": time.perf_counter() - began})  # fmt: skip
+        return z

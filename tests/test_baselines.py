@@ -258,8 +258,9 @@ def test_letkf_additive_inflation_draws_from_b():
     x = torch.randn(
         64, CHANNELS, *GRID.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(8)
     )
-    plain = build_method("enkf", context, rtps=0.0, additive=0.0).analyse(x, obs).state  # no additive draws
-    runs = [build_method("enkf", context, rtps=0.0, additive=0.5).analyse(x, obs, generator=torch.Generator().manual_seed(9)).state
+    gaussian = {"rtps": 0.0, "additive_covariance": "gaussian"}
+    plain = build_method("enkf", context, **gaussian, additive=0.0).analyse(x, obs).state  # no additive draws
+    runs = [build_method("enkf", context, **gaussian, additive=0.5).analyse(x, obs, generator=torch.Generator().manual_seed(9)).state
             for _ in range(2)]  # fmt: skip
     torch.testing.assert_close(runs[0], runs[1])  # the generator makes it reproducible
     torch.testing.assert_close(runs[0].mean(0), plain.mean(0))  # zero-mean: the analysis mean is kept
@@ -279,8 +280,11 @@ def test_letkf_additive_inflation_draws_from_b():
         build_method("enkf", with_samples, additive_covariance="ensemble")
     with pytest.raises(ValueError, match="additive must be >= 0"):
         build_method("enkf", context, additive=-1.0)
+    bare = MethodContext(("z500", "t850"), GRID.latitudes, GRID.longitudes)
     with pytest.raises(ValueError, match="background-error statistics"):
-        build_method("enkf", MethodContext(("z500", "t850"), GRID.latitudes, GRID.longitudes), additive=0.5)
+        build_method("enkf", bare, additive=0.5, additive_covariance="gaussian")
+    with pytest.raises(ValueError, match="needs background-error samples"):
+        build_method("enkf", bare, additive=0.5)
 
 
 def _far_columns(obs: Observations, km: float) -> np.ndarray:

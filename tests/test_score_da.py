@@ -53,6 +53,31 @@ def test_sampler_with_exact_score_draws_the_target_distribution(stochastic):
     assert sampler.nfe == 128
 
 
+class _IdentitySpace(torch.nn.Module):
+    def encode(self, x):
+        return x
+
+    def decode(self, z):
+        return z
+
+
+def test_mean_of_k_posterior_draws_has_a_kth_of_their_variance():
+    """samples = K: each member's analysis is the mean of K draws, so its variance is v / K."""
+    schedule = VPSchedule()
+    latitudes, longitudes = np.array([-67.5, -22.5, 22.5, 67.5]), np.arange(8) * 45.0
+    operator = PointObservationOperator(np.array([0]), latitudes[:1], longitudes[:1], latitudes, longitudes)
+    obs = Observations(torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64), operator)
+    z_b = torch.randn(1, 2, 4, 8, generator=torch.Generator().manual_seed(1)).expand(1500, -1, -1, -1)
+    for k in (1, 4):
+        sampler = DPS(_IdentitySpace(), _GaussianOracle(schedule), schedule, steps=128, scale=0.0, samples=k)
+        analysis = sampler.analyse(z_b, obs, generator=torch.Generator().manual_seed(0))
+        assert analysis.state.shape == z_b.shape
+        assert torch.allclose(analysis.state.mean(0), 0.8 * z_b[0], atol=0.05)
+        assert float(analysis.state.var(0).mean()) == pytest.approx(0.36 / k, rel=0.08)
+    with pytest.raises(ValueError, match="samples must be >= 1"):
+        DPS(_IdentitySpace(), _GaussianOracle(schedule), schedule, samples=0)
+
+
 def test_trained_tiny_prior_matches_the_training_distribution():
     """A prior trained in seconds on z = 0.8 z_b + 0.6 ξ samples about that mean and variance."""
     torch.manual_seed(0)
@@ -114,6 +139,22 @@ def test_methods_shapes_finiteness_and_determinism(tiny_score_models, name):
     assert torch.equal(a.state, b.state)
     assert not torch.equal(a.state, c.state)
     assert a.diagnostics["nfe"] == 8 and np.isfinite(a.diagnostics["chi2_per_obs"])
+    averaged = build_method(name, context, vae=str(vae), prior=str(prior), steps=8, samples=2)
+    d = averaged.analyse(background, obs, generator=torch.Generator().manual_seed(0))
+    assert d.state.shape == background.shape and torch.isfinite(d.state).all()
+    assert not torch.equal(a.state, d.state)
+
+
+def test_lo_sda_averages_draws_only_in_a_one_member_run(tiny_score_models):
+    import dataclasses
+
+    vae, prior = tiny_score_models
+    context, _ = _context(vae)
+    paths = {"vae": str(vae), "prior": str(prior)}
+    assert build_method("lo-sda", context, **paths).samples == 4
+    assert build_method("lo-sda", dataclasses.replace(context, members=3), **paths).samples == 1
+    assert build_method("lo-sda", dataclasses.replace(context, members=3), samples=2, **paths).samples == 2
+    assert build_method("dps", context, **paths).samples == 1
 
 
 def test_background_residual_turns_the_latent_sample_into_an_increment(tiny_score_models):
