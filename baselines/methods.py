@@ -86,7 +86,7 @@ def _3dvar(context: MethodContext, covariance: str = "ensemble", b_scale: float 
 @register("enkf")
 def _enkf(context: MethodContext, localization_km: float | None = 1500.0, inflation: float = 1.0,
           rtps: float = 0.5, additive: float = 0.2, channel_localization: str = "correlation",
-          adaptive_inflation: bool = True, max_inflation: float = 3.0,
+          adaptive_inflation: bool = False, max_inflation: float = 3.0,
           additive_covariance: str = "samples", hybrid_weight: float = 0.0,
           hybrid_b_scale: float = 1.0) -> LETKF | HybridGainLETKF:  # fmt: skip
     # Defaults from benchmarks/tune_baselines.py (10-day cycles, 5 % columns, 40 members): without
@@ -94,9 +94,11 @@ def _enkf(context: MethodContext, localization_km: float | None = 1500.0, inflat
     # the analysis was 2-3 × worse than 3D-Var; with them it beat the Gaussian-B 3D-Var (but not
     # the ensemble-B one: 217.6 against 185.2 z500 over days 5-10). With the shipped width-48
     # emulator (2026-12-02, same protocol): defaults before 151.9 z500, spread/skill 0.72-0.98;
-    # additive_covariance "samples" 140.3; plus adaptive_inflation (the defaults since) 136.7,
+    # additive_covariance "samples" (the default since) 140.3; plus adaptive_inflation 136.7,
     # spread/skill 0.94-1.14 (with it, localisation 2000 / 2500 km 141.5 / 152.2; without it,
-    # 1000 km 157.7); the hybrid gain β 1 119.5-120.7; the 3dvar default 111.0.
+    # 1000 km 157.7); the hybrid gain β 1 119.5-120.7; the 3dvar default 111.0. Over 30 days
+    # (all windows) "samples" gave 158.3 against 170.1 before, but adaptive inflation drifted
+    # (3-day blocks 148 → 277, mean 192.5), so it stays off.
     # additive: standard deviation of the additive inflation as a fraction of B's (the 24-h
     # forecast-error statistics 3D-Var uses, at b_scale 1); 0 switches it off.
     # additive_covariance "gaussian": draws from the Gaussian B; "samples": random combinations

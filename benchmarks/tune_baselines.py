@@ -54,7 +54,8 @@ TRIALS = [
     ("enkf", {"rtps": 0.5, "additive": 0.3, "localization_km": 1100.0}, 20),
     ("enkf", {"rtps": 0.7, "additive": 0.2, "localization_km": 1100.0}, 20),
     ("enkf", {"rtps": 0.5, "additive": 0.3, "localization_km": 1500.0}, 20),
-    ("enkf", {"rtps": 0.5, "additive": 0.2, "localization_km": 1500.0}, 40),  # the defaults
+    # The defaults until 2026-12-02; since, trial 22 draws its additive inflation from the samples too.
+    ("enkf", {"rtps": 0.5, "additive": 0.2, "localization_km": 1500.0}, 40),
     # Additive draws from the training-set error samples' covariance instead of the Gaussian B.
     ("enkf", {"rtps": 0.5, "additive": 0.2, "localization_km": 1500.0, "additive_covariance": "samples"}, 40),
     # Hybrid gain (Penny 2014): a 3D-Var with the ensemble B refines the LETKF mean.
@@ -75,6 +76,8 @@ TRIALS = [
     ("enkf", {"additive_covariance": "samples", "adaptive_inflation": True, "localization_km": 2500.0}, 40),
     ("enkf", {"additive_covariance": "samples", "adaptive_inflation": True}, 80),
     ("enkf", {"additive_covariance": "samples", "hybrid_weight": 1.0, "hybrid_b_scale": 1.5}, 40),
+    # Trials 22-23 as they ran before 2026-12-02's new defaults (adaptive inflation now on).
+    ("enkf", {"additive_covariance": "samples", "adaptive_inflation": False}, 40),
 ]
 SHOW = ("z500", "t850", "u250", "msl")
 

@@ -55,7 +55,7 @@ def test_cycle_writes_the_layout(tmp_path, tiny_checkpoint, method, members):
     if method == "enkf":
         assert resolved["method"]["params"] == {"localization_km": 1500.0, "inflation": 1.0, "rtps": 0.5,
                                                 "additive": 0.2, "channel_localization": "correlation",
-                                                "adaptive_inflation": True, "max_inflation": 3.0,
+                                                "adaptive_inflation": False, "max_inflation": 3.0,
                                                 "additive_covariance": "samples", "hybrid_weight": 0.0,
                                                 "hybrid_b_scale": 1.0}  # fmt: skip
     status = yaml.safe_load((run_dir / "run.json").read_text())
