@@ -76,7 +76,7 @@ TRIALS = [
     ("enkf", {"additive_covariance": "samples", "adaptive_inflation": True, "localization_km": 2500.0}, 40),
     ("enkf", {"additive_covariance": "samples", "adaptive_inflation": True}, 80),
     ("enkf", {"additive_covariance": "samples", "hybrid_weight": 1.0, "hybrid_b_scale": 1.5}, 40),
-    # Trials 22-23 as they ran before 2026-12-02's new defaults (adaptive inflation now on).
+    # Trial 23 with adaptive inflation spelled out off (it was briefly the default): the 30-day enkf default.
     ("enkf", {"additive_covariance": "samples", "adaptive_inflation": False}, 40),
 ]
 SHOW = ("z500", "t850", "u250", "msl")
