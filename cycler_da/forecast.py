@@ -156,5 +156,8 @@ def _initialise(emulator, config: ForecastTrainingConfig, grid: Grid, stats) -> 
                      name=f"init_from {path}")  # fmt: skip
     emulator.network.load_state_dict(state_dict)
     training = manifest.get("training", {})
-    return {"path": str(path), "sha256": file_hash(path), "command": training.get("command"),
-            "wall_seconds": training.get("wall_seconds")}  # fmt: skip
+    parent = {"path": str(path), "sha256": file_hash(path), "command": training.get("command"),
+              "wall_seconds": training.get("wall_seconds")}  # fmt: skip
+    if training.get("init_from"):  # the parent's own parent: the whole chain of stages stays on record
+        parent["init_from"] = training["init_from"]
+    return parent

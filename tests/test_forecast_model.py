@@ -347,6 +347,16 @@ def test_cli_trains_on_the_nature_run(nature_cache, tmp_path):
     assert [h["phase"] for h in child["training"]["history"]] == ["rollout"]
     assert child["training"]["config"]["training"]["perturbed_fraction"] == 0.5
     assert np.isfinite(child["training"]["history"][0]["train_loss"])
+    # A third stage from the second: its manifest keeps the whole chain back to the first.
+    tuned.update(init_from=str(tmp_path / "tuned.pt"))
+    tuned["training"].update(epochs=1, rollout_epochs=0)
+    cfg.write_text(yaml.safe_dump(tuned))
+    result = CliRunner().invoke(app, [*args, str(tmp_path / "third.pt")])
+    assert result.exit_code == 0, result.output
+    chain = read_manifest(tmp_path / "third.pt")["training"]["init_from"]
+    assert chain["sha256"] == file_hash(tmp_path / "tuned.pt")
+    assert chain["init_from"]["sha256"] == file_hash(out)
+    assert chain["wall_seconds"] == child["training"]["wall_seconds"]
     tuned["model"]["width"] = 16
     cfg.write_text(yaml.safe_dump(tuned))
     result = CliRunner().invoke(app, [*args, str(tmp_path / "wider.pt")])
