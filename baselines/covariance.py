@@ -192,6 +192,31 @@ class EnsembleControlTransform:
         self.sigma = torch.as_tensor(np.sqrt(variance), dtype=dtype, device=device)
         self.modes = modes
 
+    def hybrid(self, perturbations: Tensor, weight: float) -> EnsembleControlTransform:
+        """The transform of B_h = (1 − α) B + α (P_e ∘ L), P_e the sample covariance of an ensemble.
+
+        The flow-dependent ensemble joins the static samples as extra columns of the same
+        localised α control variable (Lorenc 2003; the hybrid 3DEnVar of operational centres).
+
+        Args:
+            perturbations: Ensemble members or perturbations (member, channel, lat, lon), in
+                the transform's units; their mean is removed.
+            weight: α in [0, 1], the ensemble covariance's share.
+        """
+        if not 0 <= weight <= 1:
+            raise ValueError(f"the ensemble covariance weight must be in [0, 1]; got {weight}")
+        members = perturbations.shape[0]
+        if members < 2:
+            raise ValueError(f"an ensemble covariance needs at least 2 members; got {members}")
+        p = perturbations.to(self.x) - perturbations.to(self.x).mean(dim=0, keepdim=True)
+        p = np.sqrt(weight / (members - 1)) * p.reshape(members, p.shape[1], -1).permute(2, 1, 0)
+        out = object.__new__(EnsembleControlTransform)
+        out.nlat, out.nlon, out.modes, out.l_sqrt_t = self.nlat, self.nlon, self.modes, self.l_sqrt_t
+        out.x = torch.cat([np.sqrt(1 - weight) * self.x, p], dim=2).contiguous()
+        l_diag = self.l_sqrt_t.pow(2).sum(dim=0)  # (point,)
+        out.sigma = (out.x.pow(2).sum(dim=2) * l_diag[:, None]).T.sqrt()
+        return out
+
     @property
     def shape(self) -> tuple[int, int]:
         return (self.x.shape[2], self.modes)

@@ -78,6 +78,10 @@ TRIALS = [
     ("enkf", {"additive_covariance": "samples", "hybrid_weight": 1.0, "hybrid_b_scale": 1.5}, 40),
     # Trial 23 with adaptive inflation spelled out off (it was briefly the default): the 30-day enkf default.
     ("enkf", {"additive_covariance": "samples", "adaptive_inflation": False}, 40),
+    # Hybrid 3DEnVar mean (static B blended with the members' localised covariance), LETKF members.
+    ("enkf", {"envar_weight": 0.5, "hybrid_b_scale": 1.5}, 40),
+    ("enkf", {"envar_weight": 0.75, "hybrid_b_scale": 1.5}, 40),
+    ("enkf", {"envar_weight": 0.3, "hybrid_b_scale": 1.5}, 40),
 ]
 SHOW = ("z500", "t850", "u250", "msl")
 

@@ -13,7 +13,7 @@ from baselines.covariance import (
     estimate_stats,
     gaussian_correlation,
 )
-from baselines.hybrid import HybridGainLETKF
+from baselines.hybrid import EnVarLETKF, HybridGainLETKF
 from baselines.letkf import LETKF, gaspari_cohn
 from baselines.var3d import ThreeDVar
 from cycler_da.analysis import MethodContext, Observations, build_method, known_methods
@@ -204,6 +204,41 @@ def test_hybrid_gain_is_the_etkf_then_a_weighted_blue(weight):
         HybridGainLETKF(letkf, var, 1.5)
 
 
+def test_hybrid_covariance_blends_static_and_localised_ensemble_b():
+    transform = _transforms()["ensemble"]
+    x = torch.randn(6, CHANNELS, *GRID.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    flat = (x - x.mean(0)).reshape(6, -1).T
+    taper = transform.l_sqrt_t.T @ transform.l_sqrt_t  # the truncated localisation L
+    expected = 0.3 * transform.dense() + 0.7 * (flat @ flat.T / 5) * taper.repeat(CHANNELS, CHANNELS)
+    hybrid = transform.hybrid(x, 0.7)
+    torch.testing.assert_close(hybrid.dense(), expected, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(
+        hybrid.sigma.pow(2).reshape(-1), torch.diagonal(expected), rtol=1e-9, atol=1e-12
+    )
+    with pytest.raises(ValueError, match=r"ensemble covariance weight must be in \[0, 1\]; got 1.5"):
+        transform.hybrid(x, 1.5)
+
+
+def test_envar_letkf_is_the_blue_of_the_hybrid_b_with_etkf_perturbations():
+    obs, h = _observations(20, seed=3)
+    x = torch.randn(8, CHANNELS, *GRID.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    transform = _transforms()["ensemble"]
+    letkf = LETKF(GRID.latitudes, GRID.longitudes, localization_km=None, rtps=0.0)
+    state = (
+        EnVarLETKF(letkf, ThreeDVar(transform, max_iterations=200, tolerance=1e-10), 0.5)
+        .analyse(x, obs)
+        .state
+    )
+    b = transform.hybrid(x, 0.5).dense()
+    gain = b @ h.T @ torch.linalg.inv(h @ b @ h.T + torch.diag(obs.error_std**2))
+    mean = x.mean(0).reshape(-1)
+    torch.testing.assert_close(
+        state.mean(0).reshape(-1), mean + gain @ (obs.values - h @ mean), rtol=1e-5, atol=1e-6
+    )
+    etkf = _etkf(x, obs, h)
+    torch.testing.assert_close(state - state.mean(0), etkf - etkf.mean(0), rtol=1e-9, atol=1e-9)
+
+
 def test_letkf_adaptive_inflation_matches_the_innovations():
     """Channel 0's ensemble spread is half its mean's actual error, channel 1's twice it: the
     adaptive factors are about 2 and 1 (never deflating), and with them the analysis is the
@@ -323,6 +358,9 @@ def test_registry_and_observation_validation():
         build_method("3dvar", with_samples, length_scale_km=800.0)
     assert isinstance(build_method("enkf", with_samples), LETKF)
     assert isinstance(build_method("enkf", with_samples, hybrid_weight=0.5), HybridGainLETKF)
+    assert isinstance(build_method("enkf", with_samples, envar_weight=0.5), EnVarLETKF)
+    with pytest.raises(ValueError, match="exclude each other"):
+        build_method("enkf", with_samples, hybrid_weight=0.5, envar_weight=0.5)
     with pytest.raises(ValueError, match=r"hybrid_weight must be in \[0, 1\]; got 2"):
         build_method("enkf", with_samples, hybrid_weight=2.0)
     with pytest.raises(ValueError, match="needs background-error samples"):

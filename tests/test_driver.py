@@ -57,7 +57,7 @@ def test_cycle_writes_the_layout(tmp_path, tiny_checkpoint, method, members):
                                                 "additive": 0.2, "channel_localization": "correlation",
                                                 "adaptive_inflation": False, "max_inflation": 3.0,
                                                 "additive_covariance": "samples", "hybrid_weight": 0.0,
-                                                "hybrid_b_scale": 1.0}  # fmt: skip
+                                                "hybrid_b_scale": 1.0, "envar_weight": 0.0}  # fmt: skip
     status = yaml.safe_load((run_dir / "run.json").read_text())
     assert status["status"] == "complete" and status["windows_done"] == stamps
     assert status["truth"] and status["checkpoint"]["sha256"]
