@@ -22,6 +22,7 @@ heights and winds), latitude-dependent and anisotropic structure, negative side 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -187,10 +188,13 @@ class EnsembleControlTransform:
         # (point, channel, member): one small matmul per point applies Σ_k X_k ⊙ (·)_k.
         self.x = torch.as_tensor(np.ascontiguousarray(x.transpose(2, 1, 0)), dtype=dtype, device=device)
         self.l_sqrt_t = torch.as_tensor(l_sqrt.T.copy(), dtype=dtype, device=device)
-        variance = (x**2 * (l_sqrt**2).sum(axis=1)[None, None, :]).sum(axis=0)
-        # sqrt(diag B), (channel, point): what adaptive variances rescale.
-        self.sigma = torch.as_tensor(np.sqrt(variance), dtype=dtype, device=device)
+        self.sigma = self._std()
         self.modes = modes
+
+    def _std(self) -> Tensor:
+        """sqrt(diag B), (channel, point): what adaptive variances rescale."""
+        l_diag = self.l_sqrt_t.pow(2).sum(dim=0)  # diag of the truncated L, (point,)
+        return (self.x.pow(2).sum(dim=2) * l_diag[:, None]).T.sqrt()
 
     def hybrid(self, perturbations: Tensor, weight: float) -> EnsembleControlTransform:
         """The transform of B_h = (1 − α) B + α (P_e ∘ L), P_e the sample covariance of an ensemble.
@@ -208,13 +212,12 @@ class EnsembleControlTransform:
         members = perturbations.shape[0]
         if members < 2:
             raise ValueError(f"an ensemble covariance needs at least 2 members; got {members}")
-        p = perturbations.to(self.x) - perturbations.to(self.x).mean(dim=0, keepdim=True)
+        p = perturbations.to(self.x)
+        p = p - p.mean(dim=0, keepdim=True)
         p = np.sqrt(weight / (members - 1)) * p.reshape(members, p.shape[1], -1).permute(2, 1, 0)
-        out = object.__new__(EnsembleControlTransform)
-        out.nlat, out.nlon, out.modes, out.l_sqrt_t = self.nlat, self.nlon, self.modes, self.l_sqrt_t
+        out = copy.copy(self)  # shares the localisation factors
         out.x = torch.cat([np.sqrt(1 - weight) * self.x, p], dim=2).contiguous()
-        l_diag = self.l_sqrt_t.pow(2).sum(dim=0)  # (point,)
-        out.sigma = (out.x.pow(2).sum(dim=2) * l_diag[:, None]).T.sqrt()
+        out.sigma = out._std()
         return out
 
     @property

@@ -21,6 +21,8 @@ LETKF's perturbations recentred on that mean.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor
 
@@ -85,10 +87,7 @@ class EnVarLETKF:
     def analyse(self, background: Tensor, observations: Observations, *,
                 generator: torch.Generator | None = None) -> Analysis:  # fmt: skip
         ensemble = self.letkf.analyse(background, observations, generator=generator)
-        static = self.var.transform
-        self.var.transform = static.hybrid(background, self.weight)
-        try:
-            refined = self.var.analyse(background.mean(dim=0, keepdim=True), observations)
-        finally:
-            self.var.transform = static
+        var = copy.copy(self.var)  # this window's B_h; self.var keeps the static B
+        var.transform = self.var.transform.hybrid(background, self.weight)
+        refined = var.analyse(background.mean(dim=0, keepdim=True), observations)
         return _recentred(ensemble, refined.state.to(torch.float64), refined, background.dtype)
