@@ -1,7 +1,7 @@
 """Score-based DA against the baselines: cycles at 5 % and 1 % observations and the seed protocol.
 
     python benchmarks/cycle_score_da.py [--days 30] [--fractions 0.05 0.01]
-        [--methods none 3dvar enkf dps lo-sda] [--protocols cycle seed] [--seed-days 7]
+        [--methods none 3dvar enkf latent-3dvar dps lo-sda] [--protocols cycle seed] [--seed-days 7]
         [--members dps=8 lo-sda=1] [--runs-dir benchmarks/runs] [--threads 2] [--device cpu]
 
 A method may carry parameters, e.g. ``dps:scale=0`` (the prior alone: the "ObsFree" row of
@@ -94,7 +94,9 @@ def main() -> None:
     parser.add_argument("--days", type=float, default=30)
     parser.add_argument("--seed-days", type=float, default=7)
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.05, 0.01])
-    parser.add_argument("--methods", nargs="+", default=["none", "3dvar", "enkf", "dps", "lo-sda"])
+    parser.add_argument(
+        "--methods", nargs="+", default=["none", "3dvar", "enkf", "latent-3dvar", "dps", "lo-sda"]
+    )
     parser.add_argument("--protocols", nargs="+", default=["cycle", "seed"], choices=["cycle", "seed"])
     parser.add_argument("--members", nargs="*", default=[], help="method=N overrides of the ensemble size")
     parser.add_argument("--runs-dir", type=Path, default=Path("benchmarks/runs"))
@@ -149,7 +151,7 @@ def main() -> None:
         if method != "lo-sda":
             continue
         lines = []
-        for other in ("dps", "none", "3dvar", "enkf"):
+        for other in ("dps", "none", "3dvar", "latent-3dvar", "enkf"):
             if (o := results.get((protocol, fraction, other))) is not None:
                 wins = int((r["analysis_rmse"] < o["analysis_rmse"]).sum())
                 lines.append(f"below {other} in {wins}/{len(labels)} channels")

@@ -1,4 +1,4 @@
-"""Parameter sweep of dps and lo-sda on short cycles (the table their defaults were chosen from).
+"""Parameter sweep of dps, lo-sda and latent-3dvar on short cycles (the table their defaults were chosen from).
 
     python benchmarks/tune_score_da.py [--days 3] [--fraction 0.05] [--runs-dir benchmarks/tune-runs] [--only 2 4 ...]
 
@@ -48,6 +48,10 @@ TRIALS = [
     ("lo-sda", {"samples": 2}),
     ("lo-sda", {"samples": 4}),
     ("dps", {"samples": 4}),
+    # Latent 3D-Var (L3DVar): B_z's scale on the training-set 24-h errors, as b_scale in 3dvar.
+    ("latent-3dvar", {"b_scale": 1.0}),
+    ("latent-3dvar", {"b_scale": 1.5}),
+    ("latent-3dvar", {"b_scale": 3.0}),  # the default
 ]
 SHOW = ("z500", "t850", "u250", "v500", "msl")
 
