@@ -173,7 +173,7 @@ class EnsembleControlTransform:
     def __init__(self, samples: np.ndarray, latitudes: np.ndarray, longitudes: np.ndarray,
                  localization_km: float, scale: float = 1.0, localization_variance: float = 0.99,
                  dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"):  # fmt: skip
-        members, channels = samples.shape[:2]
+        members = samples.shape[0]
         if members < 2:
             raise ValueError(f"an ensemble B needs at least 2 error samples; got {members}")
         if not 0 < localization_variance <= 1:
@@ -183,18 +183,33 @@ class EnsembleControlTransform:
         values, vectors = np.clip(values[::-1], 0, None), vectors[:, ::-1]
         modes = int(np.searchsorted(np.cumsum(values) / values.sum(), localization_variance - 1e-12)) + 1
         l_sqrt = vectors[:, :modes] * np.sqrt(values[:modes])
-        anomalies = samples - samples.mean(axis=0, keepdims=True)
-        x = scale / np.sqrt(members - 1) * anomalies.reshape(members, channels, -1)
-        # (point, channel, member): one small matmul per point applies Σ_k X_k ⊙ (·)_k.
-        self.x = torch.as_tensor(np.ascontiguousarray(x.transpose(2, 1, 0)), dtype=dtype, device=device)
+        self.scale = scale
         self.l_sqrt_t = torch.as_tensor(l_sqrt.T.copy(), dtype=dtype, device=device)
+        self.x = self._factor(torch.as_tensor(samples, dtype=dtype, device=device))
         self.sigma = self._std()
         self.modes = modes
+
+    def _factor(self, samples: Tensor) -> Tensor:
+        """scale / √(N − 1) × the samples' anomalies as (point, channel, member): one small
+        matmul per point then applies Σ_k X_k ⊙ (·)_k."""
+        members, channels = samples.shape[:2]
+        anomalies = samples - samples.mean(dim=0, keepdim=True)
+        x = self.scale / np.sqrt(members - 1) * anomalies.reshape(members, channels, -1)
+        return x.permute(2, 1, 0).contiguous()
 
     def _std(self) -> Tensor:
         """sqrt(diag B), (channel, point): what adaptive variances rescale."""
         l_diag = self.l_sqrt_t.pow(2).sum(dim=0)  # diag of the truncated L, (point,)
         return (self.x.pow(2).sum(dim=2) * l_diag[:, None]).T.sqrt()
+
+    def with_samples(self, samples: Tensor) -> EnsembleControlTransform:
+        """The same localisation and scale over other samples (sample >= 2, channel, lat, lon)."""
+        if samples.shape[0] < 2:
+            raise ValueError(f"an ensemble B needs at least 2 error samples; got {samples.shape[0]}")
+        out = copy.copy(self)  # shares the localisation factors
+        out.x = self._factor(samples.to(self.x))
+        out.sigma = out._std()
+        return out
 
     def hybrid(self, perturbations: Tensor, weight: float) -> EnsembleControlTransform:
         """The transform of B_h = (1 − α) B + α (P_e ∘ L), P_e the sample covariance of an ensemble.

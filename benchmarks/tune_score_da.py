@@ -52,6 +52,12 @@ TRIALS = [
     ("latent-3dvar", {"b_scale": 1.0}),
     ("latent-3dvar", {"b_scale": 1.5}),
     ("latent-3dvar", {"b_scale": 3.0}),  # the default
+    # The B_r 3D-Var of what the autoencoder cannot represent, after the latent analysis.
+    ("lo-sda", {"residual_analysis": True}),
+    ("lo-sda", {"residual_analysis": True, "background_residual": 1.0}),
+    ("lo-sda", {"residual_analysis": True, "residual_b_scale": 1.5}),
+    ("latent-3dvar", {"residual_analysis": True}),
+    ("dps", {"residual_analysis": True}),
 ]
 SHOW = ("z500", "t850", "u250", "v500", "msl")
 

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from cycler_da.analysis import Observations
 from score_da.latent import LatentSpace
+from score_da.residual import ResidualAnalysis
 from score_da.sampling import LatentSampler
 
 
@@ -32,15 +33,16 @@ class LatentThreeDVar(LatentSampler):
         b_scale: Factor on B_z's variances.
         max_iterations: L-BFGS iterations.
         tolerance: Stop when the gradient's largest component falls below this.
-        background_residual: As in :class:`score_da.sampling.LatentSampler`.
+        background_residual, residual: As in :class:`score_da.sampling.LatentSampler`.
         batch: Error samples encoded at once.
     """
 
     name = "latent-3dvar"
 
     def __init__(self, space: LatentSpace, error_samples: Tensor, b_scale: float = 1.0, max_iterations: int = 50,
-                 tolerance: float = 1e-5, background_residual: float = 0.5, batch: int = 60):  # fmt: skip
-        super().__init__(space, None, None, background_residual=background_residual)
+                 tolerance: float = 1e-5, background_residual: float = 0.5, residual: ResidualAnalysis | None = None,
+                 batch: int = 60):  # fmt: skip
+        super().__init__(space, None, None, background_residual=background_residual, residual=residual)
         if b_scale <= 0:
             raise ValueError(f"b_scale must be positive; got {b_scale}")
         if max_iterations < 1:

@@ -15,6 +15,7 @@ from cycler_da.analysis import MethodContext, register
 from forecast_models.checkpoint import CheckpointError, check_compatible
 from score_da import checkpoint
 from score_da.latent_var import LatentThreeDVar
+from score_da.residual import ResidualAnalysis
 from score_da.sampling import DPS, LOSDA
 
 
@@ -46,6 +47,21 @@ def _components(context: MethodContext, vae: str, prior: str):
     return space, denoiser, schedule
 
 
+def _error_samples(context: MethodContext, what: str) -> torch.Tensor:
+    if context.background_error_samples is None:
+        raise ValueError(f"{what} needs background-error samples (context.background_error_samples)")
+    return torch.as_tensor(context.background_error_samples(), dtype=torch.float32, device=context.device)
+
+
+def _residual(context: MethodContext, space, enabled: bool, b_scale: float,
+              localization_km: float) -> ResidualAnalysis | None:  # fmt: skip
+    """The B_r 3D-Var of what the autoencoder cannot represent (residual_analysis), or None."""
+    if not enabled:
+        return None
+    return ResidualAnalysis(space, _error_samples(context, "residual_analysis"), context.latitudes,
+                            context.longitudes, localization_km, b_scale, device=context.device)  # fmt: skip
+
+
 # LO-SDA's posterior draws averaged into the analysis of a one-member run.
 DETERMINISTIC_SAMPLES = 4
 
@@ -53,15 +69,18 @@ DETERMINISTIC_SAMPLES = 4
 @register("dps")
 def _dps(context: MethodContext, vae: str = "default", prior: str = "default", steps: int = 32,
          lead_hours: float = 6.0, scale: float = 1.0, corrections: int = 0, tau: float = 0.5,
-         stochastic: bool = True, background_residual: float = 0.5, samples: int = 1) -> DPS:  # fmt: skip
+         stochastic: bool = True, background_residual: float = 0.5, samples: int = 1,
+         residual_analysis: bool = False, residual_b_scale: float = 1.0,
+         residual_localization_km: float = 1500.0) -> DPS:  # fmt: skip
     # lead_hours: the background's lead the prior is conditioned on: 6 in a 6-hourly cycle,
     # 48 in the seed protocol. scale: ζ of the DPS step (0 samples the prior alone); 1.0 was the
     # best of 0, 0.5, 1 and 2 in benchmarks/tune_score_da.py (3-day cycles, 5 % columns).
     # background_residual: weight of the background's autoencoder residual kept in the analysis;
     # 0.5 over 30-day cycles: z500 113.0 / 270.4 at 5 % / 1 % columns, against 129.6 / 327.5 at 0.
     space, denoiser, schedule = _components(context, vae, prior)
+    residual = _residual(context, space, residual_analysis, residual_b_scale, residual_localization_km)
     return DPS(space, denoiser, schedule, steps, lead_hours, corrections, tau, stochastic, background_residual,
-               samples, scale=scale)  # fmt: skip
+               samples, residual, scale=scale)  # fmt: skip
 
 
 @register("lo-sda")
@@ -69,7 +88,9 @@ def _lo_sda(context: MethodContext, vae: str = "default", prior: str = "default"
             lead_hours: float = 6.0, corrections: int = 0, tau: float = 0.5, stochastic: bool = True,
             optimise_below: float = 0.6, inner_steps: int = 5, lr: float = 0.05, proximal: float = 1.0,
             polish_steps: int = 30, polish_proximal: float = 0.1, fit_target: float = 1.0,
-            optimizer: str = "lbfgs", background_residual: float = 0.5, samples: int | None = None) -> LOSDA:  # fmt: skip
+            optimizer: str = "lbfgs", background_residual: float = 0.5, samples: int | None = None,
+            residual_analysis: bool = False, residual_b_scale: float = 1.0,
+            residual_localization_km: float = 1500.0) -> LOSDA:  # fmt: skip
     # benchmarks/tune_score_da.py: proximal and optimise_below hardly matter (the late steps, the
     # polish and the χ²/m stop decide the analysis); fit_target 0.7 is a little better but
     # over-fits (O−A/σo ~0.6) at 1.3x the cost; Adam is worse than L-BFGS; 16 steps cost half.
@@ -82,15 +103,17 @@ def _lo_sda(context: MethodContext, vae: str = "default", prior: str = "default"
     if samples is None:
         samples = DETERMINISTIC_SAMPLES if context.members == 1 else 1
     space, denoiser, schedule = _components(context, vae, prior)
+    residual = _residual(context, space, residual_analysis, residual_b_scale, residual_localization_km)
     return LOSDA(space, denoiser, schedule, steps, lead_hours, corrections, tau, stochastic, background_residual,
-                 samples, optimise_below=optimise_below, inner_steps=inner_steps, lr=lr, proximal=proximal,
+                 samples, residual, optimise_below=optimise_below, inner_steps=inner_steps, lr=lr, proximal=proximal,
                  polish_steps=polish_steps, polish_proximal=polish_proximal, fit_target=fit_target,
                  optimizer=optimizer)  # fmt: skip
 
 
 @register("latent-3dvar")
 def _latent_3dvar(context: MethodContext, vae: str = "default", b_scale: float = 3.0, max_iterations: int = 50,
-                  tolerance: float = 1e-5, background_residual: float = 0.5) -> LatentThreeDVar:  # fmt: skip
+                  tolerance: float = 1e-5, background_residual: float = 0.5, residual_analysis: bool = False,
+                  residual_b_scale: float = 1.0, residual_localization_km: float = 1500.0) -> LatentThreeDVar:  # fmt: skip
     # L3DVar: the 3D-Var of the autoencoder's latents with a diagonal B_z, the latent image of the
     # training-set 24-h errors behind the 3dvar baseline's B; LO-SDA with a Gaussian prior in
     # place of the diffusion model (same autoencoder, background_residual, H and R). b_scale from
@@ -98,10 +121,9 @@ def _latent_3dvar(context: MethodContext, vae: str = "default", b_scale: float =
     # 1 / 1.5 / 3 (χ²/m 1.18 / 0.89 / 0.58): the best RMSE, as the competitor LO-SDA is set against.
     from score_da.train import load_latent_space
 
-    if context.background_error_samples is None:
-        raise ValueError("latent-3dvar needs background-error samples (context.background_error_samples)")
+    samples = _error_samples(context, "latent-3dvar")
     vae_path = checkpoint.resolve(vae, "vae")
     space, manifest = load_latent_space(vae_path, context.device)
     _check(context, f"vae {vae_path}", manifest)
-    samples = torch.as_tensor(context.background_error_samples(), dtype=torch.float32, device=context.device)
-    return LatentThreeDVar(space, samples, b_scale, max_iterations, tolerance, background_residual)
+    residual = _residual(context, space, residual_analysis, residual_b_scale, residual_localization_km)
+    return LatentThreeDVar(space, samples, b_scale, max_iterations, tolerance, background_residual, residual)

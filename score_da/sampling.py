@@ -28,6 +28,7 @@ from torch import Tensor
 from cycler_da.analysis import Analysis, Observations
 from score_da.latent import LatentSpace
 from score_da.networks import Denoiser
+from score_da.residual import ResidualAnalysis
 from score_da.schedule import VPSchedule
 from score_da.training import lead_code
 
@@ -52,13 +53,15 @@ class LatentSampler:
         samples: Posterior draws K per background member; the analysis is their mean, an
             estimate of the posterior mean (a single draw's expected error is √2 × the
             posterior mean's for a calibrated sampler, K draws' mean √(1 + 1/K) ×).
+        residual: Optional 3D-Var of what the autoencoder cannot represent, run on the
+            decoded analysis (:class:`score_da.residual.ResidualAnalysis`).
     """
 
     name = "latent sampler"
 
     def __init__(self, space: LatentSpace, denoiser: Denoiser, schedule: VPSchedule, steps: int = 32,
                  lead_hours: float = 6.0, corrections: int = 0, tau: float = 0.5, stochastic: bool = True,
-                 background_residual: float = 0.5, samples: int = 1):  # fmt: skip
+                 background_residual: float = 0.5, samples: int = 1, residual: ResidualAnalysis | None = None):  # fmt: skip
         if steps < 1:
             raise ValueError(f"steps must be >= 1; got {steps}")
         if lead_hours <= 0:
@@ -67,7 +70,7 @@ class LatentSampler:
             raise ValueError(f"background_residual must be in [0, 1]; got {background_residual}")
         if samples < 1:
             raise ValueError(f"samples must be >= 1; got {samples}")
-        self.samples = samples
+        self.samples, self.residual = samples, residual
         self.space, self.denoiser, self.schedule = space, denoiser, schedule
         self.steps, self.corrections, self.tau, self.stochastic = steps, corrections, tau, stochastic
         self.lead = float(lead_code(lead_hours))
@@ -163,9 +166,13 @@ class LatentSampler:
             decoded = self.decode(z)
             if self.samples > 1:
                 decoded = decoded.reshape(members, self.samples, *decoded.shape[1:]).mean(dim=1)
+        extra = {}
+        if self.residual is not None and len(observations):
+            decoded, extra = self.residual.analyse(decoded, background, observations)
+        with torch.no_grad():
             state = self.checked(decoded.to(background.dtype), self.name)
             chi2 = float((2 * self.state_misfit(decoded, observations)).mean() / max(len(observations), 1))
-        return Analysis(state, {"nfe": float(self.nfe), **self.diagnostics(), "chi2_per_obs": chi2,
+        return Analysis(state, {"nfe": float(self.nfe), **self.diagnostics(), **extra, "chi2_per_obs": chi2,
                                 "seconds": time.perf_counter() - began})  # fmt: skip
 
 

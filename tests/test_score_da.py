@@ -309,3 +309,96 @@ def test_cycle_with_score_methods(tmp_path, tiny_checkpoint, tiny_score_models, 
     with xr.open_dataset(run_dir / "scores.nc") as scores:
         assert np.isfinite(scores["analysis_rmse"].values).all()
     assert resolve(cfg).ensemble.members == members
+
+
+class _ConstantDecoder(torch.nn.Module):
+    """An autoencoder that represents nothing: every latent decodes to zeros."""
+
+    def encode(self, x):
+        return x
+
+    def decode(self, z):
+        return torch.zeros_like(z)
+
+
+def _small_problem(seed=4):
+    g = torch.Generator().manual_seed(seed)
+    latitudes, longitudes = np.array([-67.5, -22.5, 22.5, 67.5]), np.arange(8) * 45.0
+    errors = torch.randn(30, 2, 4, 8, generator=g) * torch.linspace(0.5, 2.0, 8)
+    operator = PointObservationOperator(np.array([0, 0, 1, 1, 1]), np.array([-60.0, 10.0, 30.0, -20.0, 67.5]),
+                                        np.array([10.0, 100.0, 200.0, 300.0, 45.0]), latitudes, longitudes)  # fmt: skip
+    y = torch.randn(5, dtype=torch.float64, generator=g)
+    state = torch.randn(1, 2, 4, 8, generator=g)
+    return latitudes, longitudes, errors, Observations(y, torch.full_like(y, 0.5), operator), state
+
+
+def test_ensemble_transform_over_other_samples_is_theirs():
+    from baselines.covariance import EnsembleControlTransform
+
+    latitudes, longitudes, errors, _, _ = _small_problem()
+    other = 3 * torch.randn(12, 2, 4, 8, generator=torch.Generator().manual_seed(5))
+    base = EnsembleControlTransform(errors.double().numpy(), latitudes, longitudes, 2000.0, scale=1.5)
+    fresh = EnsembleControlTransform(other.double().numpy(), latitudes, longitudes, 2000.0, scale=1.5)
+    swapped = base.with_samples(other)
+    torch.testing.assert_close(swapped.dense(), fresh.dense())
+    torch.testing.assert_close(swapped.sigma, fresh.sigma)
+    torch.testing.assert_close(
+        base.dense(),
+        EnsembleControlTransform(errors.double().numpy(), latitudes, longitudes, 2000.0, scale=1.5).dense(),
+    )  # the original is untouched
+    with pytest.raises(ValueError, match="at least 2 error samples"):
+        base.with_samples(other[:1])
+
+
+def test_residual_analysis_is_the_blue_of_the_unrepresented_errors():
+    """A decoder that represents nothing leaves every error to B_r: the step is the BLUE with the
+    errors' localised covariance; an autoencoder that represents everything leaves it nothing."""
+    from score_da.residual import ResidualAnalysis
+
+    latitudes, longitudes, errors, obs, state = _small_problem()
+    step = ResidualAnalysis(
+        _ConstantDecoder(), errors, latitudes, longitudes, 2000.0, b_scale=1.2, max_iterations=200
+    )
+    analysis, diagnostics = step.analyse(state, state, obs)
+    b = step.transform.with_samples(errors).dense()
+    h = obs.operator(torch.eye(64, dtype=torch.float64).reshape(64, 2, 4, 8)).T
+    x = state.double().flatten()
+    blue = x + b @ h.T @ torch.linalg.solve(
+        h @ b @ h.T + 0.25 * torch.eye(5, dtype=torch.float64), obs.values - h @ x
+    )
+    torch.testing.assert_close(analysis.double().flatten(), blue, atol=1e-4, rtol=0)
+    assert 0 < diagnostics["residual_cost_reduction"] <= 1
+    untouched, _ = ResidualAnalysis(_IdentitySpace(), errors, latitudes, longitudes).analyse(
+        state, state, obs
+    )
+    torch.testing.assert_close(untouched, state)
+    with pytest.raises(ValueError, match="must be positive"):
+        ResidualAnalysis(_IdentitySpace(), errors, latitudes, longitudes, b_scale=0.0)
+
+
+@pytest.mark.parametrize("name", ["lo-sda", "latent-3dvar"])
+def test_residual_analysis_draws_the_analysis_closer_to_the_observations(tiny_score_models, name):
+    import dataclasses
+
+    vae, prior = tiny_score_models
+    context, grid = _context(vae)
+    params = {
+        "vae": str(vae),
+        **({"prior": str(prior), "steps": 4, "samples": 1} if name == "lo-sda" else {}),
+    }
+    with pytest.raises(ValueError, match="residual_analysis needs background-error samples"):
+        build_method("dps", context, vae=str(vae), prior=str(prior), residual_analysis=True)
+    g = torch.Generator().manual_seed(7)
+    errors = 0.5 * torch.randn(40, len(LABELS), *grid.shape, generator=g)
+    context = dataclasses.replace(context, background_error_samples=lambda: errors.numpy())
+    truth = torch.randn(1, len(LABELS), *grid.shape, generator=g)
+    background = truth + 0.5 * torch.randn(1, len(LABELS), *grid.shape, generator=g)
+    obs = _observations(grid, truth)
+    plain = build_method(name, context, **params).analyse(
+        background, obs, generator=torch.Generator().manual_seed(0)
+    )
+    method = build_method(name, context, **params, residual_analysis=True, residual_b_scale=2.0)
+    refined = method.analyse(background, obs, generator=torch.Generator().manual_seed(0))
+    assert refined.state.shape == background.shape and torch.isfinite(refined.state).all()
+    assert refined.diagnostics["chi2_per_obs"] < plain.diagnostics["chi2_per_obs"]
+    assert refined.diagnostics["residual_iterations"] >= 1
