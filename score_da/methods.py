@@ -89,7 +89,7 @@ def _lo_sda(context: MethodContext, vae: str = "default", prior: str = "default"
             optimise_below: float = 0.6, inner_steps: int = 5, lr: float = 0.05, proximal: float = 1.0,
             polish_steps: int = 30, polish_proximal: float = 0.1, fit_target: float = 1.0,
             optimizer: str = "lbfgs", background_residual: float = 0.5, samples: int | None = None,
-            residual_analysis: bool = False, residual_b_scale: float = 1.0,
+            residual_analysis: bool = True, residual_b_scale: float = 1.0,
             residual_localization_km: float = 1500.0) -> LOSDA:  # fmt: skip
     # benchmarks/tune_score_da.py: proximal and optimise_below hardly matter (the late steps, the
     # polish and the χ²/m stop decide the analysis); fit_target 0.7 is a little better but
@@ -100,6 +100,11 @@ def _lo_sda(context: MethodContext, vae: str = "default", prior: str = "default"
     # samples K: the analysis is the mean of K posterior draws per member. None: 4 in a
     # one-member run (10-day cycles at 5 % columns: z500 111.3 / 109.0 / 107.9 at K = 1 / 2 / 4,
     # for 1.1 / 1.8 / 3.8 s per window), 1 in an ensemble, whose members must stay draws.
+    # residual_analysis: a B_r 3D-Var of what the autoencoder cannot represent after the latent
+    # analysis (score_da/residual.py). 30-day cycles, benchmarks/results-cycle_score_da.txt:
+    # z500 / t850 / u250 / v500 / msl 105.1 / 1.142 / 2.769 / 2.529 / 104.8 at 5 % columns against
+    # 106.9 / 1.183 / 2.789 / 2.548 / 106.5 without; level at 1 % (283.1 against 282.8); 4.1 s per
+    # window against 2.8. With background_residual 1 it drifts at 5 % (z500 122.5).
     if samples is None:
         samples = DETERMINISTIC_SAMPLES if context.members == 1 else 1
     space, denoiser, schedule = _components(context, vae, prior)

@@ -99,12 +99,15 @@ def test_trained_tiny_prior_matches_the_training_distribution():
     assert float(z.var(0).mean()) == pytest.approx(0.36, rel=0.3)
 
 
-def _context(grid_path):
+def _context(grid_path, error_samples=True):
+    """The tiny models' run context, with training-set error samples (as a run has) unless told otherwise."""
     from cycler_da.state import Grid
 
     manifest, _ = checkpoint.read(grid_path, "vae")
     grid = Grid.from_dict(manifest["grid"])
-    return MethodContext(LABELS, grid.latitudes, grid.longitudes), grid
+    errors = 0.5 * np.random.default_rng(11).standard_normal((30, len(LABELS), *grid.shape))
+    samples = (lambda: errors) if error_samples else None
+    return MethodContext(LABELS, grid.latitudes, grid.longitudes, background_error_samples=samples), grid
 
 
 def _observations(grid, truth, fraction=0.05, sigma=0.1, seed=0):
@@ -153,7 +156,7 @@ def test_latent_3dvar_builds_from_the_run_context_and_fits_the_observations(tiny
     import dataclasses
 
     vae, _ = tiny_score_models
-    context, grid = _context(vae)
+    context, grid = _context(vae, error_samples=False)
     with pytest.raises(ValueError, match="needs background-error samples"):
         build_method("latent-3dvar", context, vae=str(vae))
     g = torch.Generator().manual_seed(6)
@@ -381,20 +384,20 @@ def test_residual_analysis_draws_the_analysis_closer_to_the_observations(tiny_sc
     import dataclasses
 
     vae, prior = tiny_score_models
-    context, grid = _context(vae)
+    context, grid = _context(vae, error_samples=False)
     params = {
         "vae": str(vae),
         **({"prior": str(prior), "steps": 4, "samples": 1} if name == "lo-sda" else {}),
     }
     with pytest.raises(ValueError, match="residual_analysis needs background-error samples"):
-        build_method("dps", context, vae=str(vae), prior=str(prior), residual_analysis=True)
+        build_method("lo-sda", context, vae=str(vae), prior=str(prior))  # on by default
     g = torch.Generator().manual_seed(7)
     errors = 0.5 * torch.randn(40, len(LABELS), *grid.shape, generator=g)
     context = dataclasses.replace(context, background_error_samples=lambda: errors.numpy())
     truth = torch.randn(1, len(LABELS), *grid.shape, generator=g)
     background = truth + 0.5 * torch.randn(1, len(LABELS), *grid.shape, generator=g)
     obs = _observations(grid, truth)
-    plain = build_method(name, context, **params).analyse(
+    plain = build_method(name, context, **params, residual_analysis=False).analyse(
         background, obs, generator=torch.Generator().manual_seed(0)
     )
     method = build_method(name, context, **params, residual_analysis=True, residual_b_scale=2.0)
