@@ -33,12 +33,6 @@ def _background_error(context: MethodContext) -> BackgroundErrorStats:
     return BackgroundErrorStats.from_dict(stats) if isinstance(stats, dict) else stats
 
 
-def _error_samples(context: MethodContext, what: str) -> np.ndarray:
-    if context.background_error_samples is None:
-        raise ValueError(f"{what} needs background-error samples (context.background_error_samples)")
-    return context.background_error_samples()
-
-
 def _transform(
     context: MethodContext, scale: float, length_scale_km: float | None = None
 ) -> ControlTransform:
@@ -53,7 +47,7 @@ LOCALIZATION_KM = 1500.0
 def _ensemble_transform(
     context: MethodContext, scale: float, localization_km: float, what: str
 ) -> EnsembleControlTransform:
-    return EnsembleControlTransform(_error_samples(context, what), context.latitudes, context.longitudes,
+    return EnsembleControlTransform(context.error_samples(what), context.latitudes, context.longitudes,
                                     localization_km, scale, device=context.device)  # fmt: skip
 
 
@@ -110,7 +104,7 @@ def _enkf(context: MethodContext, localization_km: float | None = 1500.0, inflat
         raise ValueError(f"additive_covariance must be 'gaussian' or 'samples'; got {additive_covariance!r}")
     sampler = None
     if additive > 0 and additive_covariance == "samples":
-        errors = _error_samples(context, "additive_covariance 'samples'")
+        errors = context.error_samples("additive_covariance 'samples'")
         errors = torch.as_tensor(errors - errors.mean(axis=0, keepdims=True), device=context.device)
         scaled = additive / np.sqrt(errors.shape[0] - 1) * errors.reshape(errors.shape[0], -1)
 

@@ -106,6 +106,12 @@ class MethodContext:
     background_error_samples: Any = None
     members: int = 1
 
+    def error_samples(self, what: str):
+        """The training-set background-error samples, or a clear error naming `what` needs them."""
+        if self.background_error_samples is None:
+            raise ValueError(f"{what} needs background-error samples (context.background_error_samples)")
+        return self.background_error_samples()
+
 
 Builder = Callable[..., AnalysisMethod]
 _REGISTRY: dict[str, Builder] = {}

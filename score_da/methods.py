@@ -48,9 +48,7 @@ def _components(context: MethodContext, vae: str, prior: str):
 
 
 def _error_samples(context: MethodContext, what: str) -> torch.Tensor:
-    if context.background_error_samples is None:
-        raise ValueError(f"{what} needs background-error samples (context.background_error_samples)")
-    return torch.as_tensor(context.background_error_samples(), dtype=torch.float32, device=context.device)
+    return torch.as_tensor(context.error_samples(what), dtype=torch.float32, device=context.device)
 
 
 def _residual(context: MethodContext, space, enabled: bool, b_scale: float,

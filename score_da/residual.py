@@ -67,6 +67,8 @@ class ResidualAnalysis:
 
     def analyse(self, state: Tensor, background: Tensor, observations: Observations) -> tuple[Tensor, dict]:
         """The analysis `state` corrected by the B_r 3D-Var, and its diagnostics."""
+        if len(observations) == 0:
+            return state, {"residual_iterations": 0.0, "residual_cost_reduction": 0.0}
         transform = self.transform.with_samples(self.unrepresented(background))
         result = ThreeDVar(transform, self.max_iterations).analyse(state, observations)
         return result.state, {"residual_iterations": result.diagnostics["iterations"],

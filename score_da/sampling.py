@@ -167,7 +167,7 @@ class LatentSampler:
             if self.samples > 1:
                 decoded = decoded.reshape(members, self.samples, *decoded.shape[1:]).mean(dim=1)
         extra = {}
-        if self.residual is not None and len(observations):
+        if self.residual is not None:
             decoded, extra = self.residual.analyse(decoded, background, observations)
         with torch.no_grad():
             state = self.checked(decoded.to(background.dtype), self.name)
