@@ -28,7 +28,7 @@ TRIALS = [
     ("dps", {"scale": 0.5}),
     ("dps", {"scale": 1.0}),  # the default
     ("dps", {"scale": 2.0}),
-    ("lo-sda", {}),  # the defaults
+    ("lo-sda", {}),  # the defaults (residual_analysis on since 2026-12-04: then trial 24 runs the same)
     ("lo-sda", {"proximal": 0.1}),
     ("lo-sda", {"optimise_below": 0.9}),
     ("lo-sda", {"stochastic": False}),
@@ -58,6 +58,7 @@ TRIALS = [
     ("lo-sda", {"residual_analysis": True, "residual_b_scale": 1.5}),
     ("latent-3dvar", {"residual_analysis": True}),
     ("dps", {"residual_analysis": True}),
+    ("lo-sda", {"residual_analysis": False}),  # trial 4's rows before 2026-12-04
 ]
 SHOW = ("z500", "t850", "u250", "v500", "msl")
 
