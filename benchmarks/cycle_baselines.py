@@ -43,7 +43,8 @@ def run_or_reuse(config: dict, progress: bool = True) -> Path:
     return run_cycle(parse_config(config, RunConfig), resume=status.exists(), progress=progress)
 
 
-def run_one(method: str, fraction: float, days: float, runs_dir: Path, params: dict) -> Path:
+def run_one(method: str, fraction: float, days: float, runs_dir: Path, params: dict,
+            checkpoint: str = "default") -> Path:  # fmt: skip
     """Run (or reuse) benchmark label `method`: a registered method or one of VARIANTS."""
     name = f"{method}-{round(fraction * 100)}pct-{days:g}d"
     registered, variant = VARIANTS.get(method, (method, {}))
@@ -52,6 +53,7 @@ def run_one(method: str, fraction: float, days: float, runs_dir: Path, params: d
             "run": {"start": "2018-01-01", "days": days, "name": name, "runs_dir": str(runs_dir)},
             "method": {"name": registered, "params": {**variant, **params.get(method, {})}},
             "observations": {"networks": [{"kind": "columns", "fraction": fraction}]},
+            "forecast": {"checkpoint": checkpoint},
         }
     )
 
@@ -112,18 +114,19 @@ def main() -> None:
     parser.add_argument("--runs-dir", type=Path, default=Path("benchmarks/runs"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--b-scale", type=float, default=None, help="3dvar b_scale (default: method default)")
+    parser.add_argument("--checkpoint", default="default", help="forecast model (default: the shipped one)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     params: dict = {"3dvar": {}, "enkf": {}}
     if args.b_scale is not None:
         params["3dvar"]["b_scale"] = args.b_scale
     print(f"cycle_baselines — {date.today()} — {platform.machine()}, {torch.get_num_threads()} torch threads; "
-          f"{args.days:g}-day cycles from 2018-01-01, columns network")  # fmt: skip
+          f"{args.days:g}-day cycles from 2018-01-01, columns network, forecast model {args.checkpoint}")  # fmt: skip
     results = {}
     for fraction in args.fractions:
         for method in args.methods:
             results[(method, fraction)] = summarise(
-                run_one(method, fraction, args.days, args.runs_dir, params)
+                run_one(method, fraction, args.days, args.runs_dir, params, args.checkpoint)
             )
     labels = next(iter(results.values()))["labels"]
     cols = [c for c in SHOW if c in labels]

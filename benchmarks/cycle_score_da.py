@@ -43,7 +43,7 @@ def parse_method(spec: str) -> tuple[str, dict]:
 
 
 def run_one(spec: str, fraction: float, days: float, protocol: str, members: int | None, runs_dir: Path,
-            device: str) -> Path:  # fmt: skip
+            device: str, checkpoint: str = "default") -> Path:  # fmt: skip
     method, params = parse_method(spec)
     tag = spec.replace(":", "-").replace(",", "-").replace("=", "")
     name = f"{tag}-{round(fraction * 100)}pct-{days:g}d" + ("-seed" if protocol == "seed" else "")
@@ -56,7 +56,7 @@ def run_one(spec: str, fraction: float, days: float, protocol: str, members: int
                 "device": device},
         "method": {"name": method, "params": params},
         "observations": {"networks": [{"kind": "columns", "fraction": fraction}]},
-        "forecast": {"max_lead_hours": 48, "lead_step_hours": 24},
+        "forecast": {"max_lead_hours": 48, "lead_step_hours": 24, "checkpoint": checkpoint},
     }  # fmt: skip
     if members:
         cfg["ensemble"] = {"members": members}
@@ -102,12 +102,14 @@ def main() -> None:
     parser.add_argument("--runs-dir", type=Path, default=Path("benchmarks/runs"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--checkpoint", default="default", help="forecast model (default: the shipped one)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     members = {k: int(v) for k, v in (item.split("=") for item in args.members)}
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
     print(f"cycle_score_da — {date.today()} — {platform.machine()} ({device}), {torch.get_num_threads()} torch "
-          f"threads, device {args.device}; runs from 2018-01-01, columns network")  # fmt: skip
+          f"threads, device {args.device}; runs from 2018-01-01, columns network, forecast model "
+          f"{args.checkpoint}")  # fmt: skip
     results = {}
     for protocol in args.protocols:
         days = args.days if protocol == "cycle" else args.seed_days
@@ -116,7 +118,14 @@ def main() -> None:
                 if protocol == "seed" and method == "enkf":
                     continue  # the seed protocol has one background, no ensemble to update
                 run_dir = run_one(
-                    method, fraction, days, protocol, members.get(method), args.runs_dir, args.device
+                    method,
+                    fraction,
+                    days,
+                    protocol,
+                    members.get(method),
+                    args.runs_dir,
+                    args.device,
+                    args.checkpoint,
                 )
                 results[(protocol, fraction, method)] = (
                     summarise(run_dir) | {"forecast": forecast_rmse(run_dir)} | method_cost(run_dir)

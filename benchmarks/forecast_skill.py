@@ -61,11 +61,11 @@ def climate_check(free: torch.Tensor, target: torch.Tensor, w: torch.Tensor) -> 
 
 
 def print_drift(
-    emulator, truth, clim, w, labels, days: int, show=("z500", "t850", "u250", "v500", "msl")
+    emulator, truth, before, clim, w, labels, days: int, show=("z500", "t850", "u250", "v500", "msl")
 ) -> None:
     """Per 30-day block of one long free run: RMS anomaly from climatology, model / truth."""
     with torch.inference_mode():
-        free = emulator.rollout(truth[:1], days * 4)[:, 0]
+        free = emulator.rollout(truth[:1], days * 4, before[:1])[:, 0]
     target = truth[1 : days * 4 + 1]
     channels = [labels.index(label) for label in show if label in labels]
     print(
@@ -120,10 +120,12 @@ def main() -> None:
     end = pd.Timestamp("2018-01-01") + pd.Timedelta(
         days=max(args.inits + 5, 30 * (args.rollout_starts - 1) + args.rollout_days, args.drift_days)
     )
-    ds = nature.open_nature("2018-01-01", end, spec)
+    # From 6 h before the first start: a two-frame emulator's previous state.
+    ds = nature.open_nature("2017-12-31T18", end, spec)
     grid = Grid.from_dataset(ds)
     check_compatible(manifest, labels, grid.latitudes, grid.longitudes, stats.mean, stats.std)
-    truth = stats.normalise(to_tensor(ds, labels))  # (time, C, lat, lon), 6-hourly
+    series = stats.normalise(to_tensor(ds, labels))  # (time, C, lat, lon), 6-hourly
+    truth, before = series[1:], series[:-1]  # truth[i] from 2018-01-01 and the state 6 h earlier
     train = manifest["training"]["config"]["data"]["train"]
     clim_ds = nature.open_nature(train[0], train[1], spec)
     clim = stats.normalise(torch.as_tensor(climatology(clim_ds, labels, *train).values, dtype=torch.float32))
@@ -131,11 +133,11 @@ def main() -> None:
     std = torch.as_tensor(stats.std, dtype=torch.float32)
 
     starts = torch.arange(args.inits) * 4
-    state = truth[starts]
+    state, previous = truth[starts], before[starts]
     scores = {}
     with torch.inference_mode():
         for step in range(1, max(LEADS_H) // 6 + 1):
-            state = emulator.step(state)
+            previous, state = state, emulator.step(state, previous)
             lead = step * 6
             if lead in LEADS_H:
                 target = truth[starts + step]
@@ -170,7 +172,7 @@ def main() -> None:
     steps = args.rollout_days * 4
     rollout_starts = torch.arange(args.rollout_starts) * 30 * 4
     with torch.inference_mode():
-        free = emulator.rollout(truth[rollout_starts], steps)  # (step, start, C, lat, lon)
+        free = emulator.rollout(truth[rollout_starts], steps, before[rollout_starts])  # (step, start, C, ...)
     finite = bool(torch.isfinite(free).all())
     climate = [
         climate_check(free[:, k], truth[s + 1 : s + steps + 1], w) for k, s in enumerate(rollout_starts)
@@ -193,7 +195,7 @@ def main() -> None:
                   f"{stable:5d}/{len(climate)}")  # fmt: skip
 
     if args.drift_days:
-        print_drift(emulator, truth, clim, w, labels, args.drift_days)
+        print_drift(emulator, truth, before, clim, w, labels, args.drift_days)
 
     print("\nInference per 6-h step per member (median of 50 steps)")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -210,7 +212,7 @@ def main() -> None:
                     if device == "cuda":
                         torch.cuda.synchronize()
                     t = time.perf_counter()
-                    model.step(x)
+                    model.step(x, x)
                     if device == "cuda":
                         torch.cuda.synchronize()
                     times.append(time.perf_counter() - t)

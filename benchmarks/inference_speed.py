@@ -40,11 +40,11 @@ def main() -> None:
             times = []
             with torch.inference_mode():
                 began = time.perf_counter()
-                model.step(x)
+                model.step(x, x)
                 first = time.perf_counter() - began
                 for _ in range(55):
                     began = time.perf_counter()
-                    model.step(x)
+                    model.step(x, x)
                     times.append(time.perf_counter() - began)
             ms = 1000 * statistics.median(times[5:]) / members
             label = "compiled" if compiled else "eager"

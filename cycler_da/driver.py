@@ -149,13 +149,15 @@ def setup(config: RunConfig, run_dir: Path) -> Setup:
     start = pd.Timestamp(cfg.run.start)
     windows = pd.date_range(start + STEP, start + pd.Timedelta(days=cfg.run.days), freq=STEP)
     members = cfg.ensemble.members
-    # The oldest truth any forecast-from-truth needs (the cold start; later seed-protocol
-    # backgrounds start after it).
-    earliest = start - pd.Timedelta(
-        hours=cfg.cold_start.lead_hours + cfg.cold_start.lagged_hours * (members - 1)
-    )
     checkpoint = resolve_checkpoint(cfg.forecast.checkpoint)
     emulator, manifest = load_checkpoint(checkpoint, device)
+    # The oldest truth any forecast-from-truth needs (the cold start; later seed-protocol
+    # backgrounds start after it), 6 h more for a two-frame emulator's previous state.
+    earliest = start - pd.Timedelta(
+        hours=cfg.cold_start.lead_hours
+        + cfg.cold_start.lagged_hours * (members - 1)
+        + (6 if emulator.takes_previous else 0)
+    )
     # Forecasts from analyses are scored as far as the truth reaches past the last window.
     last = windows[-1] + pd.Timedelta(hours=cfg.forecast.max_lead_hours if cfg.forecast.from_hours else 0)
     ds, truth_path, source_key = _open_truth(cfg, earliest, last)
@@ -213,29 +215,51 @@ def setup(config: RunConfig, run_dir: Path) -> Setup:
                  clim)  # fmt: skip
 
 
-def _forecast_from_truth(s: Setup, valid: pd.Timestamp) -> torch.Tensor:
-    """The cold-start / seed-protocol background: lead-hour forecasts from the truth, lagged per member."""
+def _truth_before(s: Setup, time: pd.Timestamp, state: torch.Tensor) -> torch.Tensor:
+    """The truth 6 h before `time` for a two-frame emulator; a one-frame one never reads it."""
+    return s.truth_at(time - STEP) if s.emulator.takes_previous else state
+
+
+def _forecast_from_truth(s: Setup, valid: pd.Timestamp) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cold-start / seed-protocol background: lead-hour forecasts from the truth, lagged per
+    member; returns the members at `valid` and 6 h before."""
     cold = s.config.cold_start
-    members = []
+    members, before = [], []
     with torch.inference_mode():
         for k in range(s.config.ensemble.members):
             hours = cold.lead_hours + k * cold.lagged_hours
-            state = s.truth_at(valid - pd.Timedelta(hours=hours))
+            start = valid - pd.Timedelta(hours=hours)
+            state = s.truth_at(start)
+            previous = _truth_before(s, start, state)
             for _ in range(hours // 6):
-                state = s.emulator.step(state)
+                previous, state = state, s.emulator.step(state, previous)
             members.append(state)
-    return torch.cat(members)
+            before.append(previous)
+    return torch.cat(members), torch.cat(before)
 
 
-def cold_start(s: Setup) -> torch.Tensor:
+def cold_start(s: Setup) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first members and the states 6 h before them (a two-frame emulator's previous frame)."""
     start = pd.Timestamp(s.config.run.start)
     if s.config.cold_start.kind == "forecast":
         return _forecast_from_truth(s, start)
     rng = window_generator(s.config.run.seed, start, stream=3)
-    noise = (
-        rng.standard_normal((s.config.ensemble.members, *s.truth.shape[1:])) * s.config.cold_start.noise_std
-    )
-    return s.truth_at(start) + torch.as_tensor(noise, dtype=s.truth.dtype, device=s.device)
+    noise = torch.as_tensor(
+        rng.standard_normal((s.config.ensemble.members, *s.truth.shape[1:])) * s.config.cold_start.noise_std,
+        dtype=s.truth.dtype, device=s.device,
+    )  # fmt: skip
+    truth = s.truth_at(start)
+    return truth + noise, _truth_before(s, start, truth) + noise
+
+
+def _previous_frame(s: Setup, x_prev: torch.Tensor) -> torch.Tensor:
+    """What the emulator takes as the state 6 h before each member (``forecast.previous``)."""
+    return x_prev.mean(0, keepdim=True) if s.config.forecast.previous == "mean" else x_prev
+
+
+def _round_trip(s: Setup, x: torch.Tensor) -> torch.Tensor:
+    """`x` as it is after being written as float32 physical values and read back (resume equivalence)."""
+    return s.stats.normalise(s.stats.denormalise(x).float())
 
 
 def _area_mean(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -315,12 +339,19 @@ def run_cycle(config: RunConfig, resume: bool = False, progress: bool = True) ->
     rows = [r for r in rows if stamp(r["time"]) in done]
     forecast_rows = [r for r in run_forecasts.read_forecast_scores(run_dir / FORECAST_SCORES)
                      if stamp(r["time"]) in done]  # fmt: skip
+    # x_a: the latest analysis members; x_prev: those 6 h before (a two-frame emulator's input).
+    x_a, x_prev = (_round_trip(s, x) for x in cold_start(s))
     if done:
         last = max(pd.Timestamp(t) for t in status["windows_done"])
-        x_phys = read_state(run_dir / "analysis" / f"{stamp(last)}.nc", s.labels).to(s.device)
-        x_a = s.stats.normalise(x_phys)
-    else:
-        x_a = s.stats.normalise(s.stats.denormalise(cold_start(s)).float())
+
+        def analysis_at(t: pd.Timestamp) -> torch.Tensor:
+            return s.stats.normalise(
+                read_state(run_dir / "analysis" / f"{stamp(t)}.nc", s.labels).to(s.device)
+            )
+
+        # Before the second window the previous analysis is the cold start itself.
+        x_prev = analysis_at(last - STEP) if stamp(last - STEP) in done else x_a
+        x_a = analysis_at(last)
     status["status"] = "running"
     write_json(status_path, status)
 
@@ -331,9 +362,10 @@ def run_cycle(config: RunConfig, resume: bool = False, progress: bool = True) ->
             began = clock.perf_counter()
             if config.run.protocol == "cycle":
                 with torch.inference_mode():
-                    x_b = s.emulator.step(x_a)
+                    x_b = s.emulator.step(x_a, _previous_frame(s, x_prev))
             else:
-                x_b = _forecast_from_truth(s, t)
+                # No cycle: the analysis's predecessor is the background's own state 6 h before.
+                x_b, x_b_before = _forecast_from_truth(s, t)
             x_b = x_b.clone()
             truth = s.truth_at(t)
             chan, lat, lon, y, sig = simulate(t, truth, s.networks, s.error_std, s.grid.latitudes,
@@ -355,6 +387,7 @@ def run_cycle(config: RunConfig, resume: bool = False, progress: bool = True) ->
                 analysis_state, diagnostics = result.state, dict(result.diagnostics)
             x_a_phys = s.stats.denormalise(analysis_state.detach()).float()
             x_b_phys = s.stats.denormalise(x_b).float()
+            x_prev = x_a if config.run.protocol == "cycle" else _round_trip(s, x_b_before)
             x_a = s.stats.normalise(x_a_phys)
             omb = wobs.values - wobs.background_equivalent
             with torch.no_grad():
@@ -364,7 +397,7 @@ def run_cycle(config: RunConfig, resume: bool = False, progress: bool = True) ->
             rows.append(window_scores(s, t, x_b, x_a, truth, wobs, omb, oma, diagnostics, seconds))
             write_scores(run_dir / "scores.nc", rows, s.labels)
             if run_forecasts.wanted(config, t):
-                forecast_rows.append(_forecast_and_score(s, t, x_a))
+                forecast_rows.append(_forecast_and_score(s, t, x_a, _previous_frame(s, x_prev)))
                 run_forecasts.write_forecast_scores(
                     run_dir / FORECAST_SCORES, forecast_rows, s.labels, run_forecasts.lead_hours(config)
                 )
@@ -385,9 +418,9 @@ def run_cycle(config: RunConfig, resume: bool = False, progress: bool = True) ->
     return run_dir
 
 
-def _forecast_and_score(s: Setup, t: pd.Timestamp, x_a: torch.Tensor) -> dict:
+def _forecast_and_score(s: Setup, t: pd.Timestamp, x_a: torch.Tensor, previous: torch.Tensor) -> dict:
     leads = run_forecasts.lead_hours(s.config)
-    forecast = s.stats.denormalise(run_forecasts.make_forecast(s.emulator, x_a, leads)).float()
+    forecast = s.stats.denormalise(run_forecasts.make_forecast(s.emulator, x_a, leads, previous)).float()
     written = forecast if s.config.forecast.write_members else forecast.mean(dim=1, keepdim=True)
     attrs = _attrs(s, "forecast") | (
         {} if s.config.forecast.write_members else {"realization": "ensemble mean"}

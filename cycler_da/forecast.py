@@ -83,7 +83,7 @@ def train_forecast(
     torch.manual_seed(config.training.seed)
     arch = config.model
     network = build_network(arch, config.data.channels, grid.shape)
-    emulator = Emulator(network, grid.latitudes, inc_std).to(device)
+    emulator = Emulator(network, grid.latitudes, inc_std, arch.frames).to(device)
     parent = _initialise(emulator, config, grid, stats) if config.init_from else None
     mirror = Mirror.of(config.data.channels, stats.mean, stats.std)
     perturb = (
@@ -141,19 +141,44 @@ def _start_perturbations(config: ForecastTrainingConfig, emulator, grid: Grid, s
                                  config.training.perturbation_scale)  # fmt: skip
 
 
+def _widen_for_tendency(state_dict: dict, channels: int) -> dict:
+    """A one-frame U-Net's weights for the two-frame network: the stem's new tendency inputs get
+    zero weights, so training starts from the parent's forecasts exactly."""
+    from forecast_models.emulator import STATIC_FEATURES
+
+    out = dict(state_dict)
+    weight = out["stem.conv.weight"]  # (width, channels + static, k, k)
+    if weight.shape[1] != channels + STATIC_FEATURES:
+        raise ValueError(
+            f"stem.conv.weight has {weight.shape[1]} inputs, expected {channels + STATIC_FEATURES}"
+        )
+    zeros = weight.new_zeros(weight.shape[0], channels, *weight.shape[2:])
+    out["stem.conv.weight"] = torch.cat([weight[:, :channels], zeros, weight[:, channels:]], dim=1)
+    sign = out.get("stem.pole_sign")
+    if sign is not None:
+        out["stem.pole_sign"] = torch.cat([sign[:channels], sign[:channels], sign[channels:]])
+    return out
+
+
 def _initialise(emulator, config: ForecastTrainingConfig, grid: Grid, stats) -> dict:
     """Loads `config.init_from`'s weights into `emulator`; returns the parent's provenance."""
-    from forecast_models.checkpoint import CheckpointError, check_compatible, read_payload
+    from forecast_models.checkpoint import CheckpointError, architecture_of, check_compatible, read_payload
 
     path = Path(config.init_from)
     manifest, state_dict = read_payload(path)
-    if manifest["architecture"] != config.model.as_dict():
+    parent_arch = architecture_of(manifest)
+    widened = parent_arch.frames == 1 and config.model.frames == 2 and config.model.name == "unet"
+    if parent_arch.as_dict() | {"frames": config.model.frames} != config.model.as_dict() or (
+        parent_arch.frames != config.model.frames and not widened
+    ):
         raise CheckpointError(
-            f"init_from: {path} has architecture {manifest['architecture']}, the config asks for "
+            f"init_from: {path} has architecture {parent_arch.as_dict()}, the config asks for "
             f"{config.model.as_dict()}"
         )
     check_compatible(manifest, config.data.channels, grid.latitudes, grid.longitudes, stats.mean, stats.std,
                      name=f"init_from {path}")  # fmt: skip
+    if widened:
+        state_dict = _widen_for_tendency(state_dict, len(config.data.channels))
     emulator.network.load_state_dict(state_dict)
     training = manifest.get("training", {})
     parent = {"path": str(path), "sha256": file_hash(path), "command": training.get("command"),

@@ -60,6 +60,11 @@ class ForecastSection(Strict):
     compile: run the network through torch.compile (faster steps after a one-off compile).
     write_members: write every member's forecast; by default an ensemble writes its mean only
         (a 40-member 5-day forecast is 72 MB) — the scores use every member either way.
+    previous: what a two-frame emulator takes as the state 6 hours before each member: the
+        previous analysis's ensemble "mean" (the least noisy estimate; members drawn
+        independently, as the diffusion methods draw them, have no partner in the previous
+        window) or the same "members" (an EnKF's members are trajectories). One-frame
+        emulators ignore it.
     """
 
     checkpoint: str = "default"
@@ -68,6 +73,7 @@ class ForecastSection(Strict):
     from_hours: list[int] = Field(default_factory=lambda: [0])
     max_lead_hours: int = 120
     lead_step_hours: int = 6
+    previous: Literal["mean", "members"] = "mean"
 
     @field_validator("from_hours")
     @classmethod

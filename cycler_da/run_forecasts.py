@@ -34,12 +34,15 @@ def wanted(config, time: pd.Timestamp) -> bool:
     return time.hour in config.forecast.from_hours
 
 
-def make_forecast(emulator, x_a: torch.Tensor, leads: list[int]) -> torch.Tensor:
-    """Normalised forecast ``(lead, realization, channel, lat, lon)`` at the given lead hours."""
+def make_forecast(
+    emulator, x_a: torch.Tensor, leads: list[int], previous: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Normalised forecast ``(lead, realization, channel, lat, lon)`` at the given lead hours;
+    `previous` is the state 6 h before `x_a` (two-frame emulators)."""
     out, state = [], x_a
     with torch.inference_mode():
         for step in range(1, leads[-1] // 6 + 1):
-            state = emulator.step(state)
+            previous, state = state, emulator.step(state, previous)
             if step * 6 in leads:
                 out.append(state)
     return torch.stack(out)

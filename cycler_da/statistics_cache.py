@@ -51,14 +51,19 @@ def forecast_errors(ds: xr.Dataset, labels: list[str], period: tuple[str, str], 
     `period`, (sample, channel, lat, lon)."""
     times = pd.DatetimeIndex(ds[TIME].sel({TIME: slice(*period)}).values)
     steps = lead_hours // 6
-    valid = times[steps:]
+    history = getattr(emulator, "frames", 1) - 1  # a two-frame emulator starts from two truths
+    valid = times[steps + history :]
     chosen = valid[np.linspace(0, len(valid) - 1, samples).round().astype(int)]
     starts = chosen - pd.Timedelta(hours=lead_hours)
     x0 = stats.normalise(to_tensor(ds.sel({TIME: starts}), labels))
+    before = stats.normalise(to_tensor(ds.sel({TIME: starts - pd.Timedelta(hours=6 * history)}), labels))
     truth = stats.normalise(to_tensor(ds.sel({TIME: chosen}), labels))
     device = next(emulator.parameters()).device
     with torch.inference_mode():
-        forecast = torch.cat([emulator.rollout(chunk.to(device), steps)[-1].cpu() for chunk in x0.split(32)])
+        forecast = torch.cat([
+            emulator.rollout(chunk.to(device), steps, previous.to(device))[-1].cpu()
+            for chunk, previous in zip(x0.split(32), before.split(32), strict=True)
+        ])  # fmt: skip
     return (forecast - truth).double().numpy()
 
 

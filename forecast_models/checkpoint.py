@@ -84,14 +84,19 @@ def load_checkpoint(
     return emulator.to(device).eval(), manifest
 
 
+def architecture_of(manifest: dict) -> ArchitectureConfig:
+    """The manifest's architecture, with the defaults of fields added since it was written."""
+    # Manifests from before pole_sign_flip existed were trained without it.
+    return ArchitectureConfig(**{"pole_sign_flip": False, **manifest["architecture"]})
+
+
 def emulator_from_manifest(manifest: dict) -> Emulator:
     """An untrained emulator with the manifest's architecture, grid and increment scales."""
-    # Manifests from before pole_sign_flip existed were trained without it.
-    arch = ArchitectureConfig(**{"pole_sign_flip": False, **manifest["architecture"]})
+    arch = architecture_of(manifest)
     lat = np.asarray(manifest["grid"]["latitudes"])
     lon = np.asarray(manifest["grid"]["longitudes"])
     network = build_network(arch, manifest["channels"], (lat.size, lon.size))
-    return Emulator(network, lat, np.asarray(manifest["increment_std"]))
+    return Emulator(network, lat, np.asarray(manifest["increment_std"]), arch.frames)
 
 
 def normalisation_mismatch(

@@ -1,9 +1,14 @@
 """The 6-hour emulator: the forecast-model contract (DESIGN.md §6) around a network.
 
-``step(state)`` maps a normalised state ``(realization, channel, latitude, longitude)`` to
-the state 6 hours later, batched over members and differentiable end to end. The network
+``step(state, previous)`` maps a normalised state ``(realization, channel, latitude, longitude)``
+to the state 6 hours later, batched over members and differentiable end to end. The network
 predicts the 6-hour increment in units of its climatological standard deviation, so every
 channel's loss carries equal weight and an untrained network is persistence.
+
+With ``frames=2`` the network also sees the 6-hour tendency ``state - previous`` (as GraphCast
+takes two states): the 11-channel state holds 3 of the nature run's 8 levels, and the
+tendency tells the network part of what the hidden levels are doing
+(benchmarks/results-forecast_history_probe.txt). Such an emulator needs ``previous``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ class ArchitectureConfig:
         depth: U-Net coarser levels.
         blocks: U-Net residual blocks per level / SFNO layers.
         pole_sign_flip: U-Net: reverse wind components continued across the poles.
+        frames: Input states: 1 (the state) or 2 (also the 6-hour tendency from the state
+            6 hours earlier).
     """
 
     __pydantic_config__ = {"extra": "forbid"}  # noqa: RUF012  (read by pydantic when used in YAML config)
@@ -37,6 +44,11 @@ class ArchitectureConfig:
     depth: int = 2
     blocks: int = 2
     pole_sign_flip: bool = True
+    frames: int = 1
+
+    def __post_init__(self) -> None:
+        if self.frames not in (1, 2):
+            raise ValueError(f"frames must be 1 or 2, got {self.frames}")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -64,9 +76,10 @@ def _build_unet(config: ArchitectureConfig, labels: list[str], grid_shape: tuple
 
     sign = None
     if config.pole_sign_flip:
-        sign = torch.cat([pole_signs(labels), torch.ones(STATIC_FEATURES)])
+        sign = torch.cat([pole_signs(labels).repeat(config.frames), torch.ones(STATIC_FEATURES)])
     channels = len(labels)
-    return SphereUNet(channels + STATIC_FEATURES, channels, config.width, config.depth, config.blocks, sign)
+    return SphereUNet(channels * config.frames + STATIC_FEATURES, channels, config.width, config.depth,
+                      config.blocks, sign)  # fmt: skip
 
 
 def _build_sfno(config: ArchitectureConfig, labels: list[str], grid_shape: tuple[int, int]) -> nn.Module:
@@ -82,7 +95,7 @@ def _build_sfno(config: ArchitectureConfig, labels: list[str], grid_shape: tuple
     return SphericalFourierNeuralOperator(
         img_size=grid_shape,
         grid="legendre-gauss",
-        in_chans=channels + STATIC_FEATURES,
+        in_chans=channels * config.frames + STATIC_FEATURES,
         out_chans=channels,
         embed_dim=config.width,
         num_layers=config.blocks,
@@ -107,14 +120,17 @@ class Emulator(nn.Module):
     """A residual 6-hour forecast step in normalised units.
 
     Args:
-        network: Maps (batch, channel + 2, lat, lon) to the normalised increment (batch, channel, lat, lon).
+        network: Maps (batch, frames × channel + 2, lat, lon) to the normalised increment
+            (batch, channel, lat, lon).
         latitudes: Grid latitudes in degrees, shape (lat,).
         increment_std: Standard deviation of the normalised 6-hour increment, shape (channel,).
+        frames: 1, or 2 when the network also takes the 6-hour tendency.
     """
 
-    def __init__(self, network: nn.Module, latitudes: np.ndarray, increment_std: np.ndarray):
+    def __init__(self, network: nn.Module, latitudes: np.ndarray, increment_std: np.ndarray, frames: int = 1):
         super().__init__()
         self.network = network
+        self.frames = frames
         self.register_buffer("static", latitude_features(latitudes))
         self.register_buffer(
             "increment_std", torch.as_tensor(increment_std, dtype=torch.float32)[:, None, None]
@@ -124,14 +140,30 @@ class Emulator(nn.Module):
     def channels(self) -> int:
         return self.increment_std.shape[0]
 
-    def step(self, state: Tensor) -> Tensor:
-        """One 6-hour step: ``(realization, channel, lat, lon)`` → same shape."""
+    @property
+    def takes_previous(self) -> bool:
+        """Whether :meth:`step` needs the state 6 hours before."""
+        return self.frames == 2
+
+    def step(self, state: Tensor, previous: Tensor | None = None) -> Tensor:
+        """One 6-hour step: ``(realization, channel, lat, lon)`` → same shape.
+
+        `previous` is the state 6 hours before `state` (same shape, or one realization for
+        all); a one-frame emulator ignores it, a two-frame one needs it.
+        """
         if state.ndim != 4 or state.shape[1] != self.channels:
             raise ValueError(
                 f"state must be (realization, {self.channels} channels, lat, lon), got {tuple(state.shape)}"
             )
         static = self.static.to(state.dtype).expand(state.shape[0], -1, -1, state.shape[-1])
-        increment = self.network(torch.cat([state, static], dim=1))
+        inputs = [state]
+        if self.frames == 2:
+            if previous is None:
+                raise ValueError(
+                    "this emulator takes two frames: pass the state 6 hours earlier as `previous`"
+                )
+            inputs.append(state - previous)
+        increment = self.network(torch.cat([*inputs, static], dim=1))
         # A channels-last network returns channels-last increments; callers get the usual layout.
         return (state + self.increment_std.to(state.dtype) * increment).contiguous()
 
@@ -146,10 +178,10 @@ class Emulator(nn.Module):
         self.network = torch.compile(self.network, dynamic=False)
         return self
 
-    def rollout(self, state: Tensor, steps: int) -> Tensor:
+    def rollout(self, state: Tensor, steps: int, previous: Tensor | None = None) -> Tensor:
         """``steps`` successive 6-hour steps: returns ``(steps, realization, channel, lat, lon)``."""
         out = []
         for _ in range(steps):
-            state = self.step(state)
+            previous, state = state, self.step(state, previous)
             out.append(state)
         return torch.stack(out)

@@ -233,8 +233,9 @@ def forecast_pairs(emulator, space: LatentSpace, series: Tensor, leads: tuple[in
     space.eval()
     steps = max(leads) // 6
     keep = {h // 6 for h in leads}
+    history = getattr(emulator, "frames", 1) - 1  # a two-frame emulator starts from two states
     truth = torch.cat([space.encode(c) for c in series.split(batch)])
-    starts = torch.arange(0, series.shape[0] - steps, stride)
+    starts = torch.arange(history, series.shape[0] - steps, stride)
     kinds = [False, True] if perturb is not None else [False]
     index, backgrounds, lead_hours = [], [], []
     bar = tqdm(
@@ -243,10 +244,14 @@ def forecast_pairs(emulator, space: LatentSpace, series: Tensor, leads: tuple[in
     for perturbed in kinds:
         for chunk in starts.split(batch):
             state = series[chunk.to(series.device)]
+            previous = series[chunk.to(series.device) - history]
             if perturbed:
-                state = state + perturb(len(chunk), generator).to(state)
+                p = perturb(len(chunk), generator).to(state)
+                state = state + p
+                if history:  # consecutive analyses' errors are correlated (cf. TrainConfig)
+                    previous = previous + 0.5 * p + 0.75**0.5 * perturb(len(chunk), generator).to(state)
             for k in range(1, steps + 1):
-                state = emulator.step(state)
+                previous, state = state, emulator.step(state, previous)
                 if k in keep:
                     backgrounds.append(space.encode(state))
                     index.append(chunk + k)

@@ -70,6 +70,31 @@ def tiny_checkpoint(nature_cache, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_history_checkpoint(tiny_checkpoint, tmp_path_factory) -> Path:
+    """`tiny_checkpoint` widened to a two-frame emulator (it also takes the 6-h tendency),
+    then one epoch with perturbed frames."""
+    from cycler_da.config import ForecastTrainingConfig, parse_config
+    from cycler_da.forecast import train_forecast
+
+    cfg = parse_config(
+        {
+            "data": {
+                "nature": {"compiled": False},
+                "train": list(TRAIN),
+                "valid": ["2018-02-21", "2018-02-28T18"],
+            },
+            "model": {"width": 8, "depth": 2, "blocks": 1, "frames": 2},
+            "init_from": str(tiny_checkpoint),
+            "training": {"epochs": 1, "rollout_epochs": 0, "batch_size": 8, "perturbed_fraction": 0.5},
+        },
+        ForecastTrainingConfig,
+    )
+    out = tmp_path_factory.mktemp("ckpt-history") / "tiny-history.pt"
+    train_forecast(cfg, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_score_models(tiny_checkpoint, tmp_path_factory) -> tuple[Path, Path]:
     """A one-epoch autoencoder and a 30-step prior on February 2018: (vae, prior) paths."""
     from cycler_da.config import parse_config

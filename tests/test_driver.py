@@ -104,17 +104,28 @@ def test_cycle_writes_the_layout(tmp_path, tiny_checkpoint, method, members):
         assert np.mean(a / b) < 1.0  # and towards the truth
 
 
-def test_resume_equals_uninterrupted(tmp_path, tiny_checkpoint, monkeypatch):
-    cfg = _config(tmp_path, tiny_checkpoint, run={"days": 1.0, "name": "whole"}, method={"name": "3dvar"})
+@pytest.mark.parametrize(
+    ("checkpoint", "method", "members", "crash_at"),
+    [("tiny_checkpoint", "3dvar", 1, 3), ("tiny_history_checkpoint", "enkf", 4, 3),
+     ("tiny_history_checkpoint", "3dvar", 1, 2)],
+    ids=["one-frame", "two-frame-enkf", "two-frame-after-first-window"],
+)  # fmt: skip
+def test_resume_equals_uninterrupted(tmp_path, request, monkeypatch, checkpoint, method, members, crash_at):
+    """A two-frame emulator's previous state comes back from the analysis before the last one,
+    or (after the first window) from the cold start."""
+    tiny_checkpoint = request.getfixturevalue(checkpoint)
+    sections = {"method": {"name": method}, "ensemble": {"members": members},
+                "forecast": {"previous": "members" if members > 1 else "mean"}}  # fmt: skip
+    cfg = _config(tmp_path, tiny_checkpoint, run={"days": 1.0, "name": "whole"}, **sections)
     whole = run_cycle(cfg, progress=False)
 
-    broken = _config(tmp_path, tiny_checkpoint, run={"days": 1.0, "name": "broken"}, method={"name": "3dvar"})
+    broken = _config(tmp_path, tiny_checkpoint, run={"days": 1.0, "name": "broken"}, **sections)
     write = driver._write_window
     calls = {"n": 0}
 
     def crash_on_third(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == crash_at:
             raise KeyboardInterrupt  # as if killed mid-window
         return write(*args, **kwargs)
 
@@ -123,11 +134,13 @@ def test_resume_equals_uninterrupted(tmp_path, tiny_checkpoint, monkeypatch):
         run_cycle(broken, progress=False)
     monkeypatch.setattr(driver, "_write_window", write)
     status = yaml.safe_load((tmp_path / "runs" / "broken" / "run.json").read_text())
-    assert status["status"] == "interrupted" and len(status["windows_done"]) == 2
+    assert status["status"] == "interrupted" and len(status["windows_done"]) == crash_at - 1
     with pytest.raises(RunError, match="exists: pass --resume"):
         run_cycle(broken, progress=False)
     resumed = run_cycle(broken, resume=True, progress=False)
-    for stamp in ("20180210T18", "20180211T00"):
+    stamps = sorted(p.stem for p in (whole / "analysis").glob("*.nc"))
+    assert len(stamps) == 4
+    for stamp in stamps[crash_at - 2 :]:
         a = xr.open_dataset(whole / "analysis" / f"{stamp}.nc")
         b = xr.open_dataset(resumed / "analysis" / f"{stamp}.nc")
         xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())

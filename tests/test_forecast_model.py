@@ -77,6 +77,74 @@ def test_untrained_emulator_is_persistence_and_shapes():
         em.step(torch.zeros(3, *GRID.shape))
 
 
+def _history_emulator(seed: int = 0) -> Emulator:
+    torch.manual_seed(seed)
+    net = build_network(ArchitectureConfig(width=8, depth=2, blocks=1, frames=2), LABELS, GRID.shape)
+    return Emulator(net, GRID.latitudes, np.array([0.5, 0.4, 0.3]), frames=2)
+
+
+def test_two_frame_emulator_takes_the_tendency():
+    em = _history_emulator()
+    assert em.takes_previous and em.network.stem.conv.weight.shape[1] == 2 * 3 + 2
+    x, before = torch.randn(4, 3, *GRID.shape), torch.randn(4, 3, *GRID.shape)
+    with pytest.raises(ValueError, match="takes two frames"):
+        em.step(x)
+    assert torch.equal(em.step(x, before), x)  # untrained: persistence
+    torch.nn.init.normal_(em.network.head[-1].conv.weight, std=0.1)
+    # The tendency reaches the output, and one previous state serves every member.
+    assert not torch.allclose(em.step(x, before), em.step(x, x))
+    torch.testing.assert_close(em.step(x, before[:1]), em.step(x, before[:1].expand_as(x)))
+    # A rollout carries its own previous state forward.
+    first = em.step(x, before)
+    torch.testing.assert_close(em.rollout(x, 2, before)[1], em.step(first, x))
+    with pytest.raises(ValueError, match="frames must be 1 or 2"):
+        ArchitectureConfig(frames=3)
+
+
+def test_widened_parent_forecasts_unchanged():
+    """A one-frame U-Net's weights widened for the tendency give the parent's forecasts exactly."""
+    from cycler_da.forecast import _widen_for_tendency
+
+    parent = _emulator(seed=1)
+    torch.nn.init.normal_(parent.network.head[-1].conv.weight, std=0.1)
+    child = _history_emulator()
+    child.network.load_state_dict(_widen_for_tendency(parent.network.state_dict(), len(LABELS)))
+    assert child.network.stem.pole_sign.tolist() == parent.network.stem.pole_sign.tolist()[:3] * 2 + [
+        1.0,
+        1.0,
+    ]
+    x, before = torch.randn(2, 3, *GRID.shape), torch.randn(2, 3, *GRID.shape)
+    torch.testing.assert_close(child.step(x, before), parent.step(x))
+    with pytest.raises(ValueError, match=r"stem\.conv\.weight has"):
+        _widen_for_tendency(child.network.state_dict(), len(LABELS))
+
+
+def test_two_frame_training_feeds_the_previous_state_and_never_spans_segments():
+    assert training._starts([5, 4], unroll=1, history=1).tolist() == [1, 2, 3, 6, 7]
+    em = _history_emulator()
+    segments = [torch.randn(6, 3, *GRID.shape), torch.randn(5, 3, *GRID.shape)]
+    series = torch.cat(segments)
+    calls = []
+    step = em.step
+
+    def recording_step(state, previous=None):
+        calls.append((state.detach().clone(), previous.detach().clone()))
+        return step(state, previous)
+
+    em.step = recording_step
+    config = TrainConfig(epochs=0, rollout_steps=2, rollout_epochs=1, batch_size=4)
+    result = train(em, segments, segments[1], torch.ones(GRID.shape[0]), config, progress=False)
+    assert np.isfinite(result.history[0]["train_loss"])
+    training_calls = calls[: 2 * 2]  # 5 starts: 2 batches of 2-step rollouts, then validation
+    for k in range(0, len(training_calls), 2):
+        (state, previous), (_, second_previous) = training_calls[k], training_calls[k + 1]
+        index = [int(((series - s).abs().amax(dim=(1, 2, 3)) == 0).nonzero()) for s in state]
+        assert all(i not in (0, 6) for i in index)  # the first state of a segment has no previous one
+        assert torch.equal(previous, series[[i - 1 for i in index]])
+        assert torch.equal(second_previous, state)  # the rollout carries the previous state on
+    assert len(calls) > 4
+
+
 def test_members_are_independent_and_deterministic():
     em = _emulator()
     torch.nn.init.normal_(em.network.head[-1].conv.weight, std=0.1)
