@@ -18,7 +18,7 @@ import torch
 from forecast_models.emulator import ArchitectureConfig, Emulator, build_network
 
 FORMAT = "cycler-forecast-checkpoint/1"
-DEFAULT_CHECKPOINT = Path(__file__).parent / "weights" / "unet-T21.pt"
+DEFAULT_CHECKPOINT = Path(__file__).parent / "weights" / "unet-T21-history.pt"
 
 
 class CheckpointError(ValueError):

@@ -17,3 +17,25 @@ def test_shipped_run_config_is_valid(name):
     config = load_config(CONFIGS / name, RunConfig)
     assert config.method.name in known_methods()
     assert set(config.method.params) <= set(method_defaults(config.method.name))
+
+
+FORECAST_CONFIGS = sorted(p.name for p in CONFIGS.glob("forecast_*.yaml"))
+
+
+@pytest.mark.parametrize("name", FORECAST_CONFIGS)
+def test_shipped_forecast_training_config_is_valid(name):
+    from cycler_da.config import ForecastTrainingConfig
+
+    config = load_config(CONFIGS / name, ForecastTrainingConfig)
+    assert config.model.frames == (2 if "history" in name else 1)
+
+
+def test_default_forecast_weights_come_from_the_last_history_stage():
+    from cycler_da.config import ForecastTrainingConfig
+    from forecast_models.checkpoint import DEFAULT_CHECKPOINT, architecture_of, read_manifest
+
+    manifest = read_manifest(DEFAULT_CHECKPOINT)
+    config = load_config(CONFIGS / "forecast_unet_t21_history_polish.yaml", ForecastTrainingConfig)
+    assert architecture_of(manifest) == config.model
+    assert manifest["training"]["config"]["training"] == config.training.as_dict()
+    assert manifest["training"]["init_from"]["init_from"]["path"].endswith("unet-T21.pt")
