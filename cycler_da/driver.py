@@ -252,9 +252,16 @@ def cold_start(s: Setup) -> tuple[torch.Tensor, torch.Tensor]:
     return truth + noise, _truth_before(s, start, truth) + noise
 
 
-def _previous_frame(s: Setup, x_prev: torch.Tensor) -> torch.Tensor:
-    """What the emulator takes as the state 6 h before each member (``forecast.previous``)."""
-    return x_prev.mean(0, keepdim=True) if s.config.forecast.previous == "mean" else x_prev
+def _previous_frame(s: Setup, x_prev: torch.Tensor, x_now: torch.Tensor) -> torch.Tensor:
+    """What the emulator takes as the state 6 h before each member of `x_now` (``forecast.previous``).
+
+    "mean": the previous ensemble mean shifted by the member's departure from the current
+    mean, so every member takes the ensemble mean's tendency: a member's departure would
+    otherwise read as tendency and be extrapolated, inflating the spread.
+    """
+    if s.config.forecast.previous == "members":
+        return x_prev
+    return x_prev.mean(0, keepdim=True) + (x_now - x_now.mean(0, keepdim=True))
 
 
 def _round_trip(s: Setup, x: torch.Tensor) -> torch.Tensor:
@@ -362,7 +369,7 @@ def run_cycle(config: RunConfig, resume: bool = False, progress: bool = True) ->
             began = clock.perf_counter()
             if config.run.protocol == "cycle":
                 with torch.inference_mode():
-                    x_b = s.emulator.step(x_a, _previous_frame(s, x_prev))
+                    x_b = s.emulator.step(x_a, _previous_frame(s, x_prev, x_a))
             else:
                 # No cycle: the analysis's predecessor is the background's own state 6 h before.
                 x_b, x_b_before = _forecast_from_truth(s, t)
@@ -397,7 +404,7 @@ def run_cycle(config: RunConfig, resume: bool = False, progress: bool = True) ->
             rows.append(window_scores(s, t, x_b, x_a, truth, wobs, omb, oma, diagnostics, seconds))
             write_scores(run_dir / "scores.nc", rows, s.labels)
             if run_forecasts.wanted(config, t):
-                forecast_rows.append(_forecast_and_score(s, t, x_a, _previous_frame(s, x_prev)))
+                forecast_rows.append(_forecast_and_score(s, t, x_a, _previous_frame(s, x_prev, x_a)))
                 run_forecasts.write_forecast_scores(
                     run_dir / FORECAST_SCORES, forecast_rows, s.labels, run_forecasts.lead_hours(config)
                 )

@@ -60,11 +60,12 @@ class ForecastSection(Strict):
     compile: run the network through torch.compile (faster steps after a one-off compile).
     write_members: write every member's forecast; by default an ensemble writes its mean only
         (a 40-member 5-day forecast is 72 MB) — the scores use every member either way.
-    previous: what a two-frame emulator takes as the state 6 hours before each member: the
-        previous analysis's ensemble "mean" (the least noisy estimate; members drawn
+    previous: what a two-frame emulator takes as the state 6 hours before each member:
+        "mean", the previous analysis's ensemble mean shifted by the member's departure from
+        the current mean, so every member takes the ensemble mean's tendency (members drawn
         independently, as the diffusion methods draw them, have no partner in the previous
-        window) or the same "members" (an EnKF's members are trajectories). One-frame
-        emulators ignore it.
+        window, and a departure read as tendency would be extrapolated); or the same
+        "members" (an EnKF's members are trajectories). One-frame emulators ignore it.
     """
 
     checkpoint: str = "default"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import xarray as xr
 import yaml
 from typer.testing import CliRunner
@@ -194,3 +195,14 @@ def test_cli_run_and_errors(tmp_path, tiny_checkpoint):
     assert (tmp_path / "runs" / "cli" / "analysis" / "20180210T06.nc").exists()
     bad = CliRunner().invoke(app, ["run", "--config", str(cfg_path), "--method", "kalman"])
     assert bad.exit_code == 2 and "unknown analysis method 'kalman'" in bad.output
+
+
+def test_previous_frame_gives_every_member_the_mean_tendency():
+    from types import SimpleNamespace
+
+    before, now = torch.randn(5, 3, 4, 8), torch.randn(5, 3, 4, 8)
+    setup = SimpleNamespace(config=SimpleNamespace(forecast=SimpleNamespace(previous="mean")))
+    tendency = now - driver._previous_frame(setup, before, now)
+    torch.testing.assert_close(tendency, (now.mean(0) - before.mean(0)).expand_as(now))
+    setup.config.forecast.previous = "members"
+    assert torch.equal(driver._previous_frame(setup, before, now), before)
