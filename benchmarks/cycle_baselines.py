@@ -44,16 +44,16 @@ def run_or_reuse(config: dict, progress: bool = True) -> Path:
 
 
 def run_one(method: str, fraction: float, days: float, runs_dir: Path, params: dict,
-            checkpoint: str = "default") -> Path:  # fmt: skip
+            checkpoint: str = "default", previous: str = "mean") -> Path:  # fmt: skip
     """Run (or reuse) benchmark label `method`: a registered method or one of VARIANTS."""
-    name = f"{method}-{round(fraction * 100)}pct-{days:g}d"
+    name = f"{method}-{round(fraction * 100)}pct-{days:g}d" + ("" if previous == "mean" else f"-{previous}")
     registered, variant = VARIANTS.get(method, (method, {}))
     return run_or_reuse(
         {
             "run": {"start": "2018-01-01", "days": days, "name": name, "runs_dir": str(runs_dir)},
             "method": {"name": registered, "params": {**variant, **params.get(method, {})}},
             "observations": {"networks": [{"kind": "columns", "fraction": fraction}]},
-            "forecast": {"checkpoint": checkpoint},
+            "forecast": {"checkpoint": checkpoint, "previous": previous},
         }
     )
 
@@ -115,6 +115,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--b-scale", type=float, default=None, help="3dvar b_scale (default: method default)")
     parser.add_argument("--checkpoint", default="default", help="forecast model (default: the shipped one)")
+    parser.add_argument("--previous", default="mean", choices=["mean", "members"],
+                        help="forecast.previous: a two-frame emulator's previous state per member")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     params: dict = {"3dvar": {}, "enkf": {}}
@@ -126,7 +128,7 @@ def main() -> None:
     for fraction in args.fractions:
         for method in args.methods:
             results[(method, fraction)] = summarise(
-                run_one(method, fraction, args.days, args.runs_dir, params, args.checkpoint)
+                run_one(method, fraction, args.days, args.runs_dir, params, args.checkpoint, args.previous)
             )
     labels = next(iter(results.values()))["labels"]
     cols = [c for c in SHOW if c in labels]
