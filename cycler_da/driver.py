@@ -347,7 +347,6 @@ def run_cycle(config: RunConfig, resume: bool = False, progress: bool = True) ->
     forecast_rows = [r for r in run_forecasts.read_forecast_scores(run_dir / FORECAST_SCORES)
                      if stamp(r["time"]) in done]  # fmt: skip
     # x_a: the latest analysis members; x_prev: those 6 h before (a two-frame emulator's input).
-    x_a, x_prev = (_round_trip(s, x) for x in cold_start(s))
     if done:
         last = max(pd.Timestamp(t) for t in status["windows_done"])
 
@@ -356,9 +355,13 @@ def run_cycle(config: RunConfig, resume: bool = False, progress: bool = True) ->
                 read_state(run_dir / "analysis" / f"{stamp(t)}.nc", s.labels).to(s.device)
             )
 
-        # Before the second window the previous analysis is the cold start itself.
-        x_prev = analysis_at(last - STEP) if stamp(last - STEP) in done else x_a
+        if stamp(last - STEP) in done:
+            x_prev = analysis_at(last - STEP)
+        else:  # before the second window the previous analysis is the cold start itself
+            x_prev = _round_trip(s, cold_start(s)[0])
         x_a = analysis_at(last)
+    else:
+        x_a, x_prev = (_round_trip(s, x) for x in cold_start(s))
     status["status"] = "running"
     write_json(status_path, status)
 

@@ -51,7 +51,7 @@ def forecast_errors(ds: xr.Dataset, labels: list[str], period: tuple[str, str], 
     `period`, (sample, channel, lat, lon)."""
     times = pd.DatetimeIndex(ds[TIME].sel({TIME: slice(*period)}).values)
     steps = lead_hours // 6
-    history = getattr(emulator, "frames", 1) - 1  # a two-frame emulator starts from two truths
+    history = emulator.frames - 1  # a two-frame emulator starts from two truths
     valid = times[steps + history :]
     chosen = valid[np.linspace(0, len(valid) - 1, samples).round().astype(int)]
     starts = chosen - pd.Timedelta(hours=lead_hours)

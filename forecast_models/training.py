@@ -23,6 +23,16 @@ from tqdm.auto import tqdm
 
 from forecast_models.emulator import Emulator
 
+# Correlation of the previous frame's start perturbation with the current frame's (two-frame
+# emulators): consecutive cycled analyses have correlated errors.
+PERTURBATION_CORRELATION = 0.5
+
+
+def correlated_perturbation(p: Tensor, fresh: Tensor, rho: float = PERTURBATION_CORRELATION) -> Tensor:
+    """``ρ p + sqrt(1 − ρ²) p'``: the previous frame's perturbation, correlated ρ with the current
+    frame's `p`, from an independent draw `fresh` of the same distribution."""
+    return rho * p + math.sqrt(1 - rho**2) * fresh
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -71,7 +81,7 @@ class TrainConfig:
     mirror_probability: float = 0.0
     perturbed_fraction: float = 0.0
     perturbation_scale: float = 1.0
-    perturbation_correlation: float = 0.5
+    perturbation_correlation: float = PERTURBATION_CORRELATION
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -253,8 +263,8 @@ def train(
                     p = perturb(len(idx), generator).to(state)
                     state = state + chosen[:, None, None, None] * p
                     if history:
-                        rho = config.perturbation_correlation
-                        p = rho * p + math.sqrt(1 - rho**2) * perturb(len(idx), generator).to(state)
+                        fresh = perturb(len(idx), generator).to(state)
+                        p = correlated_perturbation(p, fresh, config.perturbation_correlation)
                         previous = previous + chosen[:, None, None, None] * p
                 loss = 0.0
                 for k in range(1, unroll + 1):

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from forecast_models.training import correlated_perturbation
 from score_da.latent import LatentSpace
 from score_da.networks import Denoiser
 from score_da.schedule import VPSchedule
@@ -233,7 +234,7 @@ def forecast_pairs(emulator, space: LatentSpace, series: Tensor, leads: tuple[in
     space.eval()
     steps = max(leads) // 6
     keep = {h // 6 for h in leads}
-    history = getattr(emulator, "frames", 1) - 1  # a two-frame emulator starts from two states
+    history = emulator.frames - 1  # a two-frame emulator starts from two states
     truth = torch.cat([space.encode(c) for c in series.split(batch)])
     starts = torch.arange(history, series.shape[0] - steps, stride)
     kinds = [False, True] if perturb is not None else [False]
@@ -248,8 +249,8 @@ def forecast_pairs(emulator, space: LatentSpace, series: Tensor, leads: tuple[in
             if perturbed:
                 p = perturb(len(chunk), generator).to(state)
                 state = state + p
-                if history:  # consecutive analyses' errors are correlated (cf. TrainConfig)
-                    previous = previous + 0.5 * p + 0.75**0.5 * perturb(len(chunk), generator).to(state)
+                if history:
+                    previous = previous + correlated_perturbation(p, perturb(len(chunk), generator).to(state))
             for k in range(1, steps + 1):
                 previous, state = state, emulator.step(state, previous)
                 if k in keep:
