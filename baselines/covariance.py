@@ -101,6 +101,51 @@ def estimate_stats(errors: np.ndarray, latitudes: np.ndarray, longitudes: np.nda
     return BackgroundErrorStats(std, corr, float(candidates[int(np.argmin(misfit))]), source)
 
 
+def neighbourhood_channel_coupling(errors: np.ndarray, latitudes: np.ndarray, longitudes: np.ndarray,
+                                   radius_km: float) -> np.ndarray:  # fmt: skip
+    """How strongly channel c' informs channel c within `radius_km`, (channel, channel) in [0, 1].
+
+    For each displacement (whole grid steps, at most `radius_km` at the equator) the correlation
+    of c at x with c' at x + d is taken at every point x, and its RMS over x; the factor is the
+    largest over displacements. Unlike the correlation at one point it keeps balanced couplings
+    whose extremes are offset: geostrophic height and wind errors are uncorrelated at a point
+    (|corr| ≤ 0.01 for z500 and u500 in the shipped 24-h errors) but correlate at ~0.4 a quarter
+    wavelength apart. Latitude displacements are not wrapped: rows shifted past a pole are left out.
+
+    Args:
+        errors: Background-error samples, (sample, channel, lat, lon).
+    """
+    e = torch.as_tensor(errors, dtype=torch.float64)
+    e = e - e.mean(dim=0)
+    z = e / e.std(dim=0, correction=0).clamp_min(1e-12)
+    samples, channels, nlat, nlon = z.shape
+    step_km = np.deg2rad([abs(latitudes[1] - latitudes[0]), 360.0 / nlon]) * EARTH_RADIUS_KM
+    reach = np.floor(radius_km / step_km).astype(int)
+    coupling = torch.zeros(channels, channels, dtype=torch.float64)
+    for dy in range(-reach[0], reach[0] + 1):
+        for dx in range(-reach[1], reach[1] + 1):
+            if np.hypot(dy * step_km[0], dx * step_km[1]) > radius_km:
+                continue
+            rows = slice(max(0, dy), nlat + min(0, dy))
+            here = z[:, :, rows].reshape(samples, channels, -1)
+            there = torch.roll(z, (dy, dx), dims=(2, 3))[:, :, rows].reshape(samples, channels, -1)
+            corr = torch.einsum("sap,sbp->abp", here, there) / samples
+            coupling = torch.maximum(coupling, corr.pow(2).mean(dim=2).sqrt())
+    coupling = (coupling + coupling.T) / 2  # a shift and its opposite pair (c, c') both ways
+    return coupling.fill_diagonal_(1.0).numpy()
+
+
+def optimal_localization(correlation: np.ndarray, members: int) -> np.ndarray:
+    """The localisation factor that minimises the expected error of an N-member sample
+    covariance whose true correlation is ρ: ρ² / (ρ² + (1 + ρ²)/N) (Ménétrier et al. 2015,
+    Gaussian sampling). Strong couplings are kept almost whole; those near the sampling noise
+    1/√N are damped. The diagonal stays 1."""
+    rho2 = np.asarray(correlation, dtype=float) ** 2
+    factor = rho2 / (rho2 + (1 + rho2) / members)
+    np.fill_diagonal(factor, 1.0)  # a channel's own observations: the horizontal localisation only
+    return factor
+
+
 def dense_covariance(transform) -> Tensor:
     """B = U Uᵀ of a control transform as a dense matrix over (channel, lat, lon) — for tests on tiny grids."""
     sigma = transform.sigma

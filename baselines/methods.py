@@ -6,7 +6,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from baselines.covariance import BackgroundErrorStats, ControlTransform, EnsembleControlTransform
+from baselines.covariance import (
+    BackgroundErrorStats,
+    ControlTransform,
+    EnsembleControlTransform,
+    neighbourhood_channel_coupling,
+    optimal_localization,
+)
 from baselines.hybrid import EnVarLETKF, HybridGainLETKF
 from baselines.letkf import LETKF
 from baselines.var3d import ThreeDVar
@@ -77,22 +83,23 @@ def _3dvar(context: MethodContext, covariance: str = "ensemble", b_scale: float 
                      min_observations=min_observations)  # fmt: skip
 
 
+CHANNEL_LOCALIZATIONS = ("none", "correlation", "neighbourhood", "optimal")
+
+
 @register("enkf")
 def _enkf(context: MethodContext, localization_km: float | None = 1500.0, inflation: float = 1.0,
-          rtps: float = 0.5, additive: float = 0.2, channel_localization: str = "correlation",
+          rtps: float = 0.1, additive: float = 0.5, channel_localization: str = "neighbourhood",
           adaptive_inflation: bool = False, max_inflation: float = 3.0,
           additive_covariance: str = "samples", hybrid_weight: float = 0.0,
-          hybrid_b_scale: float = 1.0, envar_weight: float = 0.0) -> LETKF | HybridGainLETKF | EnVarLETKF:  # fmt: skip
-    # Defaults from benchmarks/tune_baselines.py (10-day cycles, 5 % columns, 40 members): without
-    # additive inflation and channel localisation the spread collapsed (spread/skill 0.1) and
-    # the analysis was 2-3 × worse than 3D-Var; with them it beat the Gaussian-B 3D-Var (but not
-    # the ensemble-B one: 217.6 against 185.2 z500 over days 5-10). With the shipped width-48
-    # emulator (2026-12-02, same protocol): defaults before 151.9 z500, spread/skill 0.72-0.98;
-    # additive_covariance "samples" (the default since) 140.3; plus adaptive_inflation 136.7,
-    # spread/skill 0.94-1.14 (with it, localisation 2000 / 2500 km 141.5 / 152.2; without it,
-    # 1000 km 157.7); the hybrid gain β 1 119.5-120.7; the 3dvar default 111.0. Over 30 days
-    # (all windows) "samples" gave 158.3 against 170.1 before, but adaptive inflation drifted
-    # (3-day blocks 148 → 277, mean 192.5), so it stays off.
+          hybrid_b_scale: float = 1.0, envar_weight: float = 0.0,
+          channel_localization_km: float = 1250.0) -> LETKF | HybridGainLETKF | EnVarLETKF:  # fmt: skip
+    # Defaults from benchmarks/tune_baselines.py (5 % columns, 40 members, the two-frame emulator;
+    # results-tune_baselines.txt). Channel localisation by displaced correlations
+    # ("neighbourhood") was the largest gain: 10-day z500 117.2 -> 103.8 against the point
+    # correlation. Over 30 days, additive 0.4 with RTPS 0.5 (the 10-day best) let z500 grow from
+    # 95 to 123 by 3-day blocks; additive 0.5 with RTPS 0.1 stays flat (z500 95.9, 3D-Var 96.4),
+    # spread/skill 0.82-0.93. Adaptive inflation put the spread in band but drifted over 30 days
+    # (z500 192.5, one-frame emulator), so it stays off.
     # additive: standard deviation of the additive inflation as a fraction of B's (the 24-h
     # forecast-error statistics 3D-Var uses, at b_scale 1); 0 switches it off.
     # additive_covariance "gaussian": draws from the Gaussian B; "samples": random combinations
@@ -122,15 +129,29 @@ def _enkf(context: MethodContext, localization_km: float | None = 1500.0, inflat
             return transform(v)
 
     # channel_localization "correlation": channel c weights observations of channel c' by
-    # |corr(c, c')| of B, so cross-channel updates the climatology hardly supports (and 20
-    # members estimate mostly as noise) are damped; "none": one set of weights per column.
-    if channel_localization not in ("none", "correlation"):
+    # |corr(c, c')| of B at one point, so cross-channel updates the climatology hardly supports
+    # (and 40 members estimate mostly as noise) are damped; "neighbourhood": by the largest RMS
+    # correlation of the training-set errors of c and c' displaced by up to
+    # channel_localization_km, which keeps height-wind balance (0.00-0.01 at a point, ~0.4
+    # displaced); "none": one set of weights per column.
+    if channel_localization not in CHANNEL_LOCALIZATIONS:
         raise ValueError(
-            f"channel_localization must be 'none' or 'correlation'; got {channel_localization!r}"
+            f"channel_localization must be one of {', '.join(map(repr, CHANNEL_LOCALIZATIONS))}; "
+            f"got {channel_localization!r}"
         )
     factors = None
-    if channel_localization == "correlation":
+    if channel_localization == "none":
+        pass
+    elif channel_localization == "correlation":
         factors = torch.as_tensor(np.abs(_background_error(context).channel_correlation))
+    else:
+        errors = context.error_samples(f"channel_localization {channel_localization!r}")
+        rho = neighbourhood_channel_coupling(
+            errors, context.latitudes, context.longitudes, channel_localization_km
+        )
+        if channel_localization == "optimal":
+            rho = optimal_localization(rho, context.members)
+        factors = torch.as_tensor(rho)
     # adaptive_inflation: per-channel multiplicative inflation from each window's innovations
     # (between 1 and max_inflation), on top of `inflation`.
     letkf = LETKF(context.latitudes, context.longitudes, localization_km, inflation, rtps, sampler, factors,

@@ -6,9 +6,8 @@ Each trial cycles from 2018-01-01 on the embedded nature run with the shipped fo
 (complete runs in --runs-dir are reused). Prints per trial the analysis RMSE over the second
 half of the cycle (after the cold-start transient), O−A RMS in units of σ_o, and for the
 LETKF the spread–skill ratio. The 3D-Var defaults (ensemble B, b_scale 1.5, localisation
-1500 km) and the LETKF defaults
-(localisation 1500 km, channel localisation, RTPS 0.5, additive 0.2, 40 members) were chosen
-from this table.
+1500 km) and the LETKF defaults (localisation 1500 km, channel localisation by displaced
+correlations, RTPS 0.5, additive 0.4, 40 members) were chosen from this table.
 """
 
 from __future__ import annotations
@@ -82,8 +81,52 @@ TRIALS = [
     ("enkf", {"envar_weight": 0.5, "hybrid_b_scale": 1.5}, 40),
     ("enkf", {"envar_weight": 0.75, "hybrid_b_scale": 1.5}, 40),
     ("enkf", {"envar_weight": 0.3, "hybrid_b_scale": 1.5}, 40),
+    # With the two-frame forecast model (2026-12-05): the LETKF's spread and localisation retuned.
+    ("enkf", {"additive_covariance": "samples", "additive": 0.3}, 40),
+    ("enkf", {"additive_covariance": "samples", "additive": 0.3, "rtps": 0.3}, 40),
+    ("enkf", {"additive_covariance": "samples", "localization_km": 2000.0}, 40),
+    ("enkf", {"additive_covariance": "samples", "rtps": 0.7}, 40),
+    # Channel localisation that keeps height-wind balance (displaced correlations, not at a point).
+    ("enkf", {"additive_covariance": "samples", "channel_localization": "neighbourhood"}, 40),
+    (
+        "enkf",
+        {
+            "additive_covariance": "samples",
+            "channel_localization": "neighbourhood",
+            "channel_localization_km": 2500.0,
+        },
+        40,
+    ),
+    (
+        "enkf",
+        {"additive_covariance": "samples", "channel_localization": "neighbourhood", "additive": 0.3},
+        40,
+    ),
+    (
+        "enkf",
+        {"additive_covariance": "samples", "channel_localization": "neighbourhood", "additive": 0.4},
+        40,
+    ),
+    ("enkf", {"additive_covariance": "samples", "channel_localization": "optimal"}, 40),
+    ("enkf", {"additive_covariance": "samples", "channel_localization": "optimal", "additive": 0.3}, 40),
+    (
+        "enkf",
+        {"additive_covariance": "samples", "channel_localization": "neighbourhood", "additive": 0.5},
+        40,
+    ),
+    ("enkf", {"additive_covariance": "samples", "channel_localization": "optimal", "additive": 0.4}, 40),
+    ("enkf", {"channel_localization": "neighbourhood", "additive": 0.4, "rtps": 0.3}, 40),
+    ("enkf", {"channel_localization": "neighbourhood", "additive": 0.5, "rtps": 0.3}, 40),
+    ("enkf", {"channel_localization": "neighbourhood", "additive": 0.5, "rtps": 0.1}, 40),
+    # 3D-Var on sparse networks (1 % columns), where the 5 % B scale lets the error grow.
+    ("3dvar", {"b_scale": 2.5}, None),
+    ("3dvar", {"adaptive_variance": True}, None),
 ]
 SHOW = ("z500", "t850", "u250", "msl")
+# The enkf trials before this one name only what differs from the defaults of their day, which
+# they keep: channel localisation at a point ("correlation") and additive inflation 0.2.
+FIRST_NEIGHBOURHOOD_TRIAL = 44
+DEFAULTS_BEFORE = {"channel_localization": "correlation", "additive": 0.2}
 
 
 def main() -> None:
@@ -106,6 +149,9 @@ def main() -> None:
     for number, (method, params, members) in enumerate(TRIALS):
         if args.only is not None and str(number) not in args.only:
             continue
+        label = (f"{method} {params}" if params else method) + (f" N={members}" if members else "")
+        if method == "enkf" and number < FIRST_NEIGHBOURHOOD_TRIAL:
+            params = {**DEFAULTS_BEFORE, **params}
         name = f"{method}-{args.fraction:g}-{args.days:g}d-" + "-".join(f"{k}{v}" for k, v in params.items())
         name += f"-m{members}" if members else ""
         cfg = {
@@ -120,7 +166,6 @@ def main() -> None:
         with xr.open_dataset(run_dir / "scores.nc") as scores:
             rmse = np.sqrt((scores["analysis_rmse"].isel(time=slice(half, None)) ** 2).mean("time")).values
         ss = "" if r["spread_skill"] is None else " ".join(f"{r['spread_skill'][i]:.2f}" for i in idx)
-        label = (f"{method} {params}" if params else method) + (f" N={members}" if members else "")
         print(f"{label:100} " + " ".join(f"{rmse[i]:12.4g}" for i in idx) + "  "
               + " ".join(f"{r['oma'][i]:.2f}" for i in idx) + "   " + ss)  # fmt: skip
 

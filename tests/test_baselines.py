@@ -12,6 +12,8 @@ from baselines.covariance import (
     EnsembleControlTransform,
     estimate_stats,
     gaussian_correlation,
+    neighbourhood_channel_coupling,
+    optimal_localization,
 )
 from baselines.hybrid import EnVarLETKF, HybridGainLETKF
 from baselines.letkf import LETKF, gaspari_cohn
@@ -157,6 +159,27 @@ def test_estimate_stats_recovers_known_structure():
     assert 1200 < stats.length_scale_km < 2200  # truth 1600 km
 
 
+def test_neighbourhood_coupling_finds_displaced_correlation():
+    # Channel 1 is channel 0 two longitudes east (plus noise): no correlation at a point, strong
+    # two grid steps apart, so only a radius that reaches two steps couples them.
+    rng = np.random.default_rng(1)
+    grid = gaussian_grid(32)  # 32 x 64: grid steps of ~625 km
+    base = rng.normal(size=(400, 1, *grid.shape))
+    displaced = np.roll(base, 2, axis=3) + 0.5 * rng.normal(size=base.shape)
+    errors = np.concatenate([base, displaced, rng.normal(size=base.shape)], axis=1)
+    point = np.abs(estimate_stats(errors, grid.latitudes, grid.longitudes).channel_correlation)
+    near = neighbourhood_channel_coupling(errors, grid.latitudes, grid.longitudes, 700.0)
+    far = neighbourhood_channel_coupling(errors, grid.latitudes, grid.longitudes, 1300.0)
+    assert point[0, 1] < 0.05 and near[0, 1] < 0.15  # within one step: only sampling noise
+    np.testing.assert_allclose(far[0, 1], 1 / np.sqrt(1.25), atol=0.03)  # corr(x, x + 0.5 noise)
+    assert far[0, 2] < 0.15 and far[1, 2] < 0.15  # the independent channel stays uncoupled
+    np.testing.assert_allclose(far, far.T)
+    np.testing.assert_allclose(np.diag(far), 1.0)
+    # Ménétrier's optimal factor for 40 members: ρ² / (ρ² + (1 + ρ²)/40), diagonal kept at 1.
+    optimal = optimal_localization(np.array([[1.0, 0.4], [0.4, 1.0]]), 40)
+    np.testing.assert_allclose(optimal, [[1.0, 0.16 / (0.16 + 1.16 / 40)], [0.16 / (0.16 + 1.16 / 40), 1.0]])
+
+
 def _stats_8() -> BackgroundErrorStats:
     std = np.tile(np.linspace(0.5, 1.0, 8), (CHANNELS, 1))
     return BackgroundErrorStats(std, np.array([[1.0, -0.4], [-0.4, 1.0]]), 1600.0)
@@ -293,7 +316,7 @@ def test_letkf_additive_inflation_draws_from_b():
     x = torch.randn(
         64, CHANNELS, *GRID.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(8)
     )
-    gaussian = {"rtps": 0.0, "additive_covariance": "gaussian"}
+    gaussian = {"rtps": 0.0, "additive_covariance": "gaussian", "channel_localization": "correlation"}
     plain = build_method("enkf", context, **gaussian, additive=0.0).analyse(x, obs).state  # no additive draws
     runs = [build_method("enkf", context, **gaussian, additive=0.5).analyse(x, obs, generator=torch.Generator().manual_seed(9)).state
             for _ in range(2)]  # fmt: skip
@@ -306,7 +329,8 @@ def test_letkf_additive_inflation_draws_from_b():
     # additive_covariance "samples": draws from the error samples' covariance (× 0.5²).
     with_samples = MethodContext(("z500", "t850"), GRID.latitudes, GRID.longitudes, _stats().as_dict(),
                                  background_error_samples=_error_samples)  # fmt: skip
-    drawn = build_method("enkf", with_samples, rtps=0.0, additive=0.5, additive_covariance="samples").analyse(
+    drawn = build_method("enkf", with_samples, rtps=0.0, additive=0.5, additive_covariance="samples",
+                         channel_localization="correlation").analyse(
         x, obs, generator=torch.Generator().manual_seed(9)).state  # fmt: skip
     torch.testing.assert_close(drawn.mean(0), plain.mean(0))
     expected = torch.as_tensor(0.25 * _error_samples().var(axis=0, ddof=1).mean(-1))
@@ -359,6 +383,11 @@ def test_registry_and_observation_validation():
     assert isinstance(build_method("enkf", with_samples), LETKF)
     assert isinstance(build_method("enkf", with_samples, hybrid_weight=0.5), HybridGainLETKF)
     assert isinstance(build_method("enkf", with_samples, envar_weight=0.5), EnVarLETKF)
+    for kind in ("neighbourhood", "optimal"):
+        factors = build_method("enkf", with_samples, channel_localization=kind).channel_localization
+        assert factors.shape == (CHANNELS, CHANNELS) and torch.all(torch.diagonal(factors) == 1)
+    with pytest.raises(ValueError, match=r"must be one of .*'neighbourhood', 'optimal'; got 'vertical'"):
+        build_method("enkf", with_samples, channel_localization="vertical")
     with pytest.raises(ValueError, match="exclude each other"):
         build_method("enkf", with_samples, hybrid_weight=0.5, envar_weight=0.5)
     with pytest.raises(ValueError, match=r"hybrid_weight must be in \[0, 1\]; got 2"):

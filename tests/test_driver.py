@@ -54,11 +54,12 @@ def test_cycle_writes_the_layout(tmp_path, tiny_checkpoint, method, members):
             and params["localization_km"] == 1500
         )
     if method == "enkf":
-        assert resolved["method"]["params"] == {"localization_km": 1500.0, "inflation": 1.0, "rtps": 0.5,
-                                                "additive": 0.2, "channel_localization": "correlation",
+        assert resolved["method"]["params"] == {"localization_km": 1500.0, "inflation": 1.0, "rtps": 0.1,
+                                                "additive": 0.5, "channel_localization": "neighbourhood",
                                                 "adaptive_inflation": False, "max_inflation": 3.0,
                                                 "additive_covariance": "samples", "hybrid_weight": 0.0,
-                                                "hybrid_b_scale": 1.0, "envar_weight": 0.0}  # fmt: skip
+                                                "hybrid_b_scale": 1.0, "envar_weight": 0.0,
+                                                "channel_localization_km": 1250.0}  # fmt: skip
     status = yaml.safe_load((run_dir / "run.json").read_text())
     assert status["status"] == "complete" and status["windows_done"] == stamps
     assert status["truth"] and status["checkpoint"]["sha256"]
