@@ -133,9 +133,11 @@ def load_latent_space(path: str | Path = "default", device: str = "cpu") -> tupl
     """The autoencoder of a ``vae`` checkpoint (``"default"``: the shipped one), in eval mode."""
     path = checkpoint.resolve(path, "vae")
     manifest, state = checkpoint.read(path, "vae")
+    architecture = dict(manifest["architecture"])
+    anomalies = architecture.pop("anomalies", False)  # manifests before the option: plain states
     net = Autoencoder(len(manifest["channels"]), np.asarray(manifest["grid"]["latitudes"]),
-                      **manifest["architecture"], pole_sign=pole_signs(manifest["channels"]))  # fmt: skip
-    space = checkpoint.load_into(LatentSpace(net), state, path)
+                      **architecture, pole_sign=pole_signs(manifest["channels"]))  # fmt: skip
+    space = checkpoint.load_into(LatentSpace(net, anomalies=anomalies), state, path)
     return space.to(device), manifest
 
 

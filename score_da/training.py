@@ -143,7 +143,11 @@ def _resume(path: Path | None, config: dict) -> dict | None:
 def train_autoencoder(space: LatentSpace, train_series: Tensor, valid_series: Tensor, weights: Tensor,
                       config: AutoencoderTraining, state_path: Path | None = None,
                       progress: bool = True) -> History:  # fmt: skip
-    """Trains the autoencoder in place, then fits the latent standardisation on `train_series`."""
+    """Trains the autoencoder in place, then fits the latent standardisation on `train_series`.
+
+    An anomaly space is first fitted to `train_series`; its loss is then on the anomaly scale."""
+    if space.anomalies:
+        space.fit_anomalies(train_series)  # deterministic, so a resumed run refits the same
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     net = space.autoencoder
@@ -168,7 +172,9 @@ def train_autoencoder(space: LatentSpace, train_series: Tensor, valid_series: Te
             for group in optimiser.param_groups:
                 group["lr"] = learning_rate(epoch * batches + i, config.epochs * batches, config.lr)
             x = torch.roll(
-                train_series[idx.to(train_series.device)], random_shift(generator, train_series.shape[-1]), -1
+                space.to_autoencoder(train_series[idx.to(train_series.device)]),
+                random_shift(generator, train_series.shape[-1]),
+                -1,
             )
             mean, logvar = net.encode(x)
             noise = torch.randn(mean.shape, generator=generator).to(mean)

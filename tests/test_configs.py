@@ -39,3 +39,19 @@ def test_default_forecast_weights_come_from_the_last_history_stage():
     assert architecture_of(manifest) == config.model
     assert manifest["training"]["config"]["training"] == config.training.as_dict()
     assert manifest["training"]["init_from"]["init_from"]["path"].endswith("unet-T21.pt")
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("vae_*.yaml")))
+def test_shipped_vae_training_config_is_valid(name):
+    from score_da.train import VaeTrainingConfig
+
+    config = load_config(CONFIGS / name, VaeTrainingConfig)
+    assert config.model.anomalies == ("anomaly" in name)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("prior_*.yaml")))
+def test_shipped_prior_training_config_is_valid(name):
+    from score_da.train import PriorTrainingConfig
+
+    config = load_config(CONFIGS / name, PriorTrainingConfig)
+    assert ("anomaly" in str(config.vae)) == ("anomaly" in name)

@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from cycler_da.analysis import MethodContext, Observations, build_method, known_methods
+from cycler_da.regrid import gaussian_grid
 from forecast_models.checkpoint import CheckpointError
 from observation_ops.operator import PointObservationOperator
 from score_da import checkpoint
+from score_da.latent import AutoencoderConfig, LatentSpace
 from score_da.latent_var import LatentThreeDVar
 from score_da.networks import Denoiser
 from score_da.sampling import DPS
@@ -256,6 +258,46 @@ def test_lo_sda_fits_its_observations_within_their_error(tiny_score_models):
     assert (before > 3).all(), before  # the backgrounds misfit by several σ_o
     assert (rms < 1.5).all(), rms  # the analyses fit to within their error, every member
     assert result.diagnostics["chi2_per_obs"] < 1.5**2
+
+
+def test_anomaly_space_fits_its_statistics_and_inverts_them():
+    grid = gaussian_grid(4)
+    space = LatentSpace.build(AutoencoderConfig(latent_channels=2, width=8, anomalies=True), LABELS[:3],
+                              grid.latitudes)  # fmt: skip
+    g = torch.Generator().manual_seed(0)
+    offset = torch.randn(3, grid.shape[0], 1, generator=g)
+    scale = torch.tensor([0.3, 1.0, 2.0])[:, None, None]
+    series = offset + scale * torch.randn(4000, 3, *grid.shape, generator=g)
+    space.fit_anomalies(series)
+    torch.testing.assert_close(space.state_offset, offset, atol=0.03, rtol=0)
+    torch.testing.assert_close(space.state_scale, scale, rtol=0.02, atol=0)
+    x = series[:2]
+    torch.testing.assert_close(space.from_autoencoder(space.to_autoencoder(x)), x)
+    z = space.encode(x)
+    torch.testing.assert_close(space.decode(z), space.from_autoencoder(space.autoencoder.decode(z)))
+    with pytest.raises(ValueError, match="encodes states, not anomalies"):
+        LatentSpace.build(
+            AutoencoderConfig(latent_channels=2, width=8), LABELS[:3], grid.latitudes
+        ).fit_anomalies(x)
+
+
+def test_anomaly_autoencoder_trains_and_keeps_its_statistics(tmp_path):
+    from cycler_da.config import parse_config
+    from score_da.train import VaeTrainingConfig, _series, train_vae
+
+    data = {"nature": {"compiled": False}, "train": ["2018-02-01", "2018-02-10T18"],
+            "valid": ["2018-02-21", "2018-02-22T18"]}  # fmt: skip
+    cfg = parse_config({"data": data, "model": {"latent_channels": 4, "width": 8, "anomalies": True},
+                        "training": {"epochs": 1, "batch_size": 8}}, VaeTrainingConfig)  # fmt: skip
+    manifest = train_vae(cfg, tmp_path / "vae.pt", progress=False)
+    assert manifest["architecture"]["anomalies"] is True
+    space, _ = load_latent_space(tmp_path / "vae.pt")
+    train = _series(cfg.data, "cpu", False)[0]
+    torch.testing.assert_close(space.state_offset, train.mean(dim=(0, 3))[:, :, None])
+    assert np.isfinite(list(manifest["validation"]["reconstruction_rmse"].values())).all()
+    # The autoencoder saw unit-scale anomalies: its latents are standardised over them.
+    z = space.encode(train[:16])
+    assert z.shape == (16, 4, 16, 32) and abs(float(z.mean())) < 0.5
 
 
 def test_checkpoint_errors_are_clear(tiny_score_models, tmp_path):
