@@ -207,3 +207,30 @@ def test_previous_frame_gives_every_member_the_mean_tendency():
     torch.testing.assert_close(tendency, (now.mean(0) - before.mean(0)).expand_as(now))
     setup.config.forecast.previous = "members"
     assert torch.equal(driver._previous_frame(setup, before, now), before)
+
+
+def test_seed_protocol_backgrounds_are_forecasts_from_the_truth(tmp_path, tiny_history_checkpoint):
+    """--protocol seed: every background is the 48-h forecast from the truth, whatever the
+    analyses were; in a cycle the analysis starts the next background."""
+
+    def run(method, protocol):
+        cfg = _config(tmp_path, tiny_history_checkpoint, method={"name": method},
+                      run={"days": 0.5, "protocol": protocol, "name": f"{method}-{protocol}"},
+                      forecast={"from_hours": []})  # fmt: skip
+        return run_cycle(cfg, progress=False)
+
+    def field(run_dir, kind, stamp):
+        with xr.open_dataset(run_dir / kind / f"{stamp}.nc") as ds:
+            return ds["geopotential"].values
+
+    seed_var, seed_free = run("3dvar", "seed"), run("none", "seed")
+    cycle_var, cycle_free = run("3dvar", "cycle"), run("none", "cycle")
+    for stamp in ("20180210T06", "20180210T12"):  # the analyses differ, the backgrounds do not
+        np.testing.assert_array_equal(
+            field(seed_var, "background", stamp), field(seed_free, "background", stamp)
+        )
+        assert not np.allclose(field(seed_var, "analysis", stamp), field(seed_free, "analysis", stamp))
+    # In a cycle 3D-Var's first analysis starts the next background.
+    assert not np.allclose(
+        field(cycle_var, "background", "20180210T12"), field(cycle_free, "background", "20180210T12")
+    )
