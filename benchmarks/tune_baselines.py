@@ -7,7 +7,8 @@ Each trial cycles from 2018-01-01 on the embedded nature run with the shipped fo
 half of the cycle (after the cold-start transient), O−A RMS in units of σ_o, and for the
 LETKF the spread–skill ratio. The 3D-Var defaults (ensemble B, b_scale 1.5, localisation
 1500 km) and the LETKF defaults (localisation 1500 km, channel localisation by displaced
-correlations, RTPS 0.5, additive 0.4, 40 members) were chosen from this table.
+correlations, RTPS 0.1, additive 0.5, 40 members; the last two from 30-day runs, --days 30)
+were chosen from this table.
 """
 
 from __future__ import annotations

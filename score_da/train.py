@@ -16,10 +16,9 @@ from pydantic import Field
 
 from cycler_da.config import ForecastDataConfig, Strict
 from cycler_da.provenance import file_hash, training_provenance
-from forecast_models.emulator import pole_signs
 from score_da import checkpoint
 from score_da.latent import AutoencoderConfig, LatentSpace
-from score_da.networks import Autoencoder, Denoiser, coarsen_latitudes
+from score_da.networks import Denoiser, coarsen_latitudes
 from score_da.schedule import VPSchedule
 from score_da.training import (
     LEADS_HOURS,
@@ -133,11 +132,10 @@ def load_latent_space(path: str | Path = "default", device: str = "cpu") -> tupl
     """The autoencoder of a ``vae`` checkpoint (``"default"``: the shipped one), in eval mode."""
     path = checkpoint.resolve(path, "vae")
     manifest, state = checkpoint.read(path, "vae")
-    architecture = dict(manifest["architecture"])
-    anomalies = architecture.pop("anomalies", False)  # manifests before the option: plain states
-    net = Autoencoder(len(manifest["channels"]), np.asarray(manifest["grid"]["latitudes"]),
-                      **architecture, pole_sign=pole_signs(manifest["channels"]))  # fmt: skip
-    space = checkpoint.load_into(LatentSpace(net, anomalies=anomalies), state, path)
+    # Manifests from before `anomalies` lack the key: the config's default (plain states) applies.
+    space = LatentSpace.build(AutoencoderConfig(**manifest["architecture"]), manifest["channels"],
+                              np.asarray(manifest["grid"]["latitudes"]))  # fmt: skip
+    space = checkpoint.load_into(space, state, path)
     return space.to(device), manifest
 
 
