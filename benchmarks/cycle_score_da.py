@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import xarray as xr
-from cycle_baselines import run_or_reuse, summarise
+from cycle_baselines import compared, run_or_reuse, summarise
 
 SHOW = ("z500", "t850", "u250", "v500", "msl")
 SCORE_METHODS = ("dps", "lo-sda")
@@ -42,11 +42,17 @@ def parse_method(spec: str) -> tuple[str, dict]:
     return name, params
 
 
+def run_tag(spec: str) -> str:
+    """A run name for a method spec; a checkpoint path counts by its file's stem."""
+    method, params = parse_method(spec)
+    items = [f"{k}{Path(v).stem if isinstance(v, str) and '/' in v else v}" for k, v in params.items()]
+    return "-".join([method, *items])
+
+
 def run_one(spec: str, fraction: float, days: float, protocol: str, members: int | None, runs_dir: Path,
             device: str, checkpoint: str = "default") -> Path:  # fmt: skip
     method, params = parse_method(spec)
-    tag = spec.replace(":", "-").replace(",", "-").replace("=", "")
-    name = f"{tag}-{round(fraction * 100)}pct-{days:g}d" + ("-seed" if protocol == "seed" else "")
+    name = f"{run_tag(spec)}-{round(fraction * 100)}pct-{days:g}d" + ("-seed" if protocol == "seed" else "")
     if members:
         name += f"-{members}m"
     if method in SCORE_METHODS and protocol == "seed":
@@ -157,15 +163,20 @@ def main() -> None:
     print("\nTargets: LO-SDA O−A ≈ σo, DPS's larger; analysis RMSE LO-SDA < DPS < free run; LO-SDA < 3D-Var at 5 %;"
           " every method stable for 30 days; LO-SDA ≤ 5 s per window on 2 CPU cores.")  # fmt: skip
     for (protocol, fraction, method), r in results.items():
-        if method != "lo-sda":
+        if not method.startswith("lo-sda"):
             continue
         lines = []
-        for other in ("dps", "none", "3dvar", "latent-3dvar", "enkf"):
+        vae = parse_method(method)[1].get("vae", "default")
+        latent = "latent-3dvar" if vae == "default" else f"latent-3dvar:vae={vae}"  # the same autoencoder
+        for other in ("dps", "none", "3dvar", latent, "enkf"):
             if (o := results.get((protocol, fraction, other))) is not None:
                 wins = int((r["analysis_rmse"] < o["analysis_rmse"]).sum())
                 lines.append(f"below {other} in {wins}/{len(labels)} channels")
-        print(f"  {protocol} {fraction:4.0%} lo-sda: " + "; ".join(lines) +
+        print(f"  {protocol} {fraction:4.0%} {method}: " + "; ".join(lines) +
               f"; O-A/σo median {np.median(r['oma']):.2f}")  # fmt: skip
+        for other in ("3dvar", latent):
+            if (o := results.get((protocol, fraction, other))) is not None:
+                print(f"    against {other}: {compared(r, o)}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import xarray as xr
 sys.path.insert(0, str(Path(__file__).parent))
 from cycle_baselines import run_or_reuse, summarise
 
+ANOMALY = {"vae": "anomaly", "prior": "anomaly"}  # the shipped anomaly autoencoder and its prior
 TRIALS = [
     ("dps", {"scale": 0.0}),  # the prior alone ("ObsFree")
     ("dps", {"scale": 0.5}),
@@ -59,6 +60,15 @@ TRIALS = [
     ("latent-3dvar", {"residual_analysis": True}),
     ("dps", {"residual_analysis": True}),
     ("lo-sda", {"residual_analysis": False}),  # trial 4's rows before 2026-12-04
+    # 2026-12-05: the deterministic sampler, the wider B_r and a tighter latent fit (trial 32: the
+    # new defaults), with the shipped and the anomaly autoencoder (30-day cycles:
+    # results-cycle_score_da.txt).
+    ("lo-sda", {"stochastic": True, "residual_b_scale": 1.0, "fit_target": 1.0}),  # trial 4 before 2026-12-05
+    ("lo-sda", {"stochastic": False, "residual_b_scale": 1.5}),
+    ("lo-sda", {"stochastic": False, "residual_b_scale": 1.5, "fit_target": 0.7}),
+    ("lo-sda", {**ANOMALY, "stochastic": True, "residual_b_scale": 1.0, "fit_target": 1.0}),
+    ("lo-sda", {**ANOMALY, "stochastic": False, "residual_b_scale": 1.5, "fit_target": 0.7}),
+    ("lo-sda", {**ANOMALY, "stochastic": False, "residual_b_scale": 1.5, "fit_target": 0.5}),
 ]
 SHOW = ("z500", "t850", "u250", "v500", "msl")
 

@@ -16,12 +16,17 @@ from forecast_models.checkpoint import CheckpointError, read_payload, write_payl
 
 FORMAT = "cycler-score-checkpoint/1"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEFAULTS = {"vae": WEIGHTS_DIR / "vae-T21.pt", "prior": WEIGHTS_DIR / "prior-T21.pt"}
+# Shipped checkpoints by name: "default", and "anomaly" (the autoencoder of states' departures
+# from the zonal-time mean, configs/vae_t21_anomaly.yaml, and its prior).
+SHIPPED = {
+    "vae": {"default": WEIGHTS_DIR / "vae-T21.pt", "anomaly": WEIGHTS_DIR / "vae-T21-anomaly.pt"},
+    "prior": {"default": WEIGHTS_DIR / "prior-T21.pt", "anomaly": WEIGHTS_DIR / "prior-T21-anomaly.pt"},
+}
 
 
 def resolve(path: str | Path, kind: str) -> Path:
-    """``"default"`` → the shipped checkpoint of `kind`; anything else is a path."""
-    return DEFAULTS[kind] if str(path) == "default" else Path(path)
+    """The name of a shipped checkpoint of `kind` (``"default"``, ``"anomaly"``) → its file; anything else is a path."""
+    return SHIPPED[kind].get(str(path), Path(path))
 
 
 def save(path: str | Path, module: nn.Module, manifest: dict) -> Path:

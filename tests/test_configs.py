@@ -9,7 +9,7 @@ from cycler_da.config import load_config
 from cycler_da.run_config import RunConfig
 
 CONFIGS = Path(__file__).parents[1] / "configs"
-RUN_CONFIGS = ["3dvar.yaml", "enkf.yaml", "envar.yaml", "stations_and_swaths.yaml"]
+RUN_CONFIGS = ["3dvar.yaml", "enkf.yaml", "envar.yaml", "lo_sda_dense.yaml", "stations_and_swaths.yaml"]
 
 
 @pytest.mark.parametrize("name", RUN_CONFIGS)

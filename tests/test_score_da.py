@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -299,6 +301,19 @@ def test_anomaly_autoencoder_trains_and_keeps_its_statistics(tmp_path):
     with torch.no_grad():
         z = space.encode(train[:16])
     assert z.shape == (16, 4, 16, 32) and abs(float(z.mean())) < 0.5
+
+
+@pytest.mark.parametrize("name", sorted(checkpoint.SHIPPED["vae"]))
+def test_shipped_checkpoints_resolve_by_name_and_pair_up(name):
+    from cycler_da.provenance import file_hash
+
+    vae, prior = checkpoint.resolve(name, "vae"), checkpoint.resolve(name, "prior")
+    assert vae.is_file() and prior.is_file()
+    vae_manifest, _ = checkpoint.read(vae, "vae")
+    prior_manifest, _ = checkpoint.read(prior, "prior")
+    assert prior_manifest["vae_sha256"] == file_hash(vae)  # each prior was trained on its own autoencoder
+    assert list(vae_manifest["channels"]) == list(LABELS)
+    assert checkpoint.resolve("runs/my-vae.pt", "vae") == Path("runs/my-vae.pt")
 
 
 def test_checkpoint_errors_are_clear(tiny_score_models, tmp_path):
