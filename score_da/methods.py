@@ -90,8 +90,9 @@ def _lo_sda(context: MethodContext, vae: str = "default", prior: str = "default"
             residual_analysis: bool = True, residual_b_scale: float = 1.5,
             residual_localization_km: float = 1500.0) -> LOSDA:  # fmt: skip
     # benchmarks/tune_score_da.py: proximal and optimise_below hardly matter (the late steps, the
-    # polish and the χ²/m stop decide the analysis); fit_target 0.7 is a little better but
-    # over-fits (O−A/σo ~0.6) at 1.3x the cost; Adam is worse than L-BFGS; 16 steps cost half.
+    # polish and the χ²/m stop decide the analysis); fit_target 0.7 is a little better at 1.3x
+    # the cost (3-day cycles; the default since 2026-12-05, below); Adam is worse than L-BFGS;
+    # 16 steps cost half.
     # background_residual w (analysis D(z) + w (x_b − D(z_b))): over 30-day cycles z500 123.5 /
     # 109.6 / 139.3 at w = 0 / 0.5 / 1 (5 % columns) and 398.5 / 297.5 / 289.7 (1 %): at 1 the
     # uncorrected residual's error grows (benchmarks/results-tune_score_da.txt).
@@ -104,9 +105,10 @@ def _lo_sda(context: MethodContext, vae: str = "default", prior: str = "default"
     # 106.9 / 1.183 / 2.789 / 2.548 / 106.5 without; level at 1 % (283.1 against 282.8); 4.1 s per
     # window against 2.8. With background_residual 1 it drifts at 5 % (z500 122.5).
     # stochastic False (DDIM draws), residual_b_scale 1.5 and fit_target 0.7 since 2026-12-05:
-    # 30-day z500 103.4 / 248.3 at 5 % / 1 % columns against 104.9 / 266.5 with True, 1.0, 1.0;
-    # each alone helps, fit_target 0.5 over-fits at 5 % (106.8). With vae and prior "anomaly"
-    # and fit_target 0.5: 95.8 at 5 % (3dvar 96.4) but 283.2 at 1 % (configs/lo_sda_dense.yaml).
+    # 30-day z500 103.4 / 248.3 at 5 % / 1 % columns against 104.9 / 266.5 with True, 1.0, 1.0,
+    # all 11 channels lower at both; fit_target 0.5 over-fits at 5 % (106.8). With vae and prior
+    # "anomaly" and fit_target 0.5: 95.8 at 5 % (3dvar 96.4) but 283.2 at 1 %
+    # (configs/lo_sda_dense.yaml).
     if samples is None:
         samples = DETERMINISTIC_SAMPLES if context.members == 1 else 1
     space, denoiser, schedule = _components(context, vae, prior)
