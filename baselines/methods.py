@@ -139,12 +139,10 @@ def _enkf(context: MethodContext, localization_km: float | None = 1500.0, inflat
             f"channel_localization must be one of {', '.join(map(repr, CHANNEL_LOCALIZATIONS))}; "
             f"got {channel_localization!r}"
         )
-    factors = None
-    if channel_localization == "none":
-        pass
-    elif channel_localization == "correlation":
+    factors = None  # "none"
+    if channel_localization == "correlation":
         factors = torch.as_tensor(np.abs(_background_error(context).channel_correlation))
-    else:
+    elif channel_localization in ("neighbourhood", "optimal"):
         errors = context.error_samples(f"channel_localization {channel_localization!r}")
         rho = neighbourhood_channel_coupling(
             errors, context.latitudes, context.longitudes, channel_localization_km

@@ -42,9 +42,8 @@ def parse_method(spec: str) -> tuple[str, dict]:
     return name, params
 
 
-def run_tag(spec: str) -> str:
-    """A run name for a method spec; a checkpoint path counts by its file's stem."""
-    method, params = parse_method(spec)
+def run_tag(method: str, params: dict) -> str:
+    """A run name for a parsed method spec; a checkpoint path counts by its file's stem."""
     items = [f"{k}{Path(v).stem if isinstance(v, str) and '/' in v else v}" for k, v in params.items()]
     return "-".join([method, *items])
 
@@ -52,7 +51,8 @@ def run_tag(spec: str) -> str:
 def run_one(spec: str, fraction: float, days: float, protocol: str, members: int | None, runs_dir: Path,
             device: str, checkpoint: str = "default") -> Path:  # fmt: skip
     method, params = parse_method(spec)
-    name = f"{run_tag(spec)}-{round(fraction * 100)}pct-{days:g}d" + ("-seed" if protocol == "seed" else "")
+    name = f"{run_tag(method, params)}-{round(fraction * 100)}pct-{days:g}d"
+    name += "-seed" if protocol == "seed" else ""
     if members:
         name += f"-{members}m"
     if method in SCORE_METHODS and protocol == "seed":
