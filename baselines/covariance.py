@@ -72,12 +72,17 @@ class BackgroundErrorStats:
 
     @classmethod
     def from_dict(cls, d: dict) -> BackgroundErrorStats:
-        return cls(np.asarray(d["std"]), np.asarray(d["channel_correlation"]), float(d["length_scale_km"]),
-                   d.get("source", ""))  # fmt: skip
+        return cls(
+            np.asarray(d["std"]),
+            np.asarray(d["channel_correlation"]),
+            float(d["length_scale_km"]),
+            d.get("source", ""),
+        )
 
 
-def estimate_stats(errors: np.ndarray, latitudes: np.ndarray, longitudes: np.ndarray,
-                   source: str = "") -> BackgroundErrorStats:  # fmt: skip
+def estimate_stats(
+    errors: np.ndarray, latitudes: np.ndarray, longitudes: np.ndarray, source: str = ""
+) -> BackgroundErrorStats:
     """Estimates B's statistics from samples of background error.
 
     Args:
@@ -101,8 +106,9 @@ def estimate_stats(errors: np.ndarray, latitudes: np.ndarray, longitudes: np.nda
     return BackgroundErrorStats(std, corr, float(candidates[int(np.argmin(misfit))]), source)
 
 
-def neighbourhood_channel_coupling(errors: np.ndarray, latitudes: np.ndarray, longitudes: np.ndarray,
-                                   radius_km: float) -> np.ndarray:  # fmt: skip
+def neighbourhood_channel_coupling(
+    errors: np.ndarray, latitudes: np.ndarray, longitudes: np.ndarray, radius_km: float
+) -> np.ndarray:
     """How strongly channel c' informs channel c within `radius_km`, (channel, channel) in [0, 1].
 
     For each displacement (whole grid steps, at most `radius_km` at the equator) the correlation
@@ -166,9 +172,16 @@ class ControlTransform:
         dtype, device: Of the stored square roots.
     """
 
-    def __init__(self, stats: BackgroundErrorStats, latitudes: np.ndarray, longitudes: np.ndarray,
-                 scale: float = 1.0, length_scale_km: float | None = None,
-                 dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"):  # fmt: skip
+    def __init__(
+        self,
+        stats: BackgroundErrorStats,
+        latitudes: np.ndarray,
+        longitudes: np.ndarray,
+        scale: float = 1.0,
+        length_scale_km: float | None = None,
+        dtype: torch.dtype = torch.float64,
+        device: str | torch.device = "cpu",
+    ):
         length = length_scale_km or stats.length_scale_km
         self.nlat, self.nlon = len(latitudes), len(longitudes)
         self.g_sqrt = torch.as_tensor(
@@ -215,9 +228,17 @@ class EnsembleControlTransform:
         dtype, device: Of the stored factors.
     """
 
-    def __init__(self, samples: np.ndarray, latitudes: np.ndarray, longitudes: np.ndarray,
-                 localization_km: float, scale: float = 1.0, localization_variance: float = 0.99,
-                 dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"):  # fmt: skip
+    def __init__(
+        self,
+        samples: np.ndarray,
+        latitudes: np.ndarray,
+        longitudes: np.ndarray,
+        localization_km: float,
+        scale: float = 1.0,
+        localization_variance: float = 0.99,
+        dtype: torch.dtype = torch.float64,
+        device: str | torch.device = "cpu",
+    ):
         members = samples.shape[0]
         if members < 2:
             raise ValueError(f"an ensemble B needs at least 2 error samples; got {members}")
@@ -294,8 +315,14 @@ class EnsembleControlTransform:
         return dense_covariance(self)
 
 
-def innovation_variance_ratio(departure: Tensor, error_std: Tensor, modelled: Tensor, weights: Tensor,
-                              bounds: tuple[float, float], min_observations: int) -> Tensor:  # fmt: skip
+def innovation_variance_ratio(
+    departure: Tensor,
+    error_std: Tensor,
+    modelled: Tensor,
+    weights: Tensor,
+    bounds: tuple[float, float],
+    min_observations: int,
+) -> Tensor:
     """Per-channel ratio of the background variance the innovations imply to the modelled one.
 
     Since E[d²] = σ_o² + (background variance at the observation) (Desroziers et al. 2005),

@@ -59,8 +59,9 @@ class HybridGainLETKF:
         _check_weight(weight, "hybrid weight")
         self.letkf, self.var, self.weight = letkf, var, weight
 
-    def analyse(self, background: Tensor, observations: Observations, *,
-                generator: torch.Generator | None = None) -> Analysis:  # fmt: skip
+    def analyse(
+        self, background: Tensor, observations: Observations, *, generator: torch.Generator | None = None
+    ) -> Analysis:
         ensemble = self.letkf.analyse(background, observations, generator=generator)
         mean = ensemble.state.to(torch.float64).mean(dim=0, keepdim=True)
         refined = self.var.analyse(mean, observations)
@@ -84,8 +85,9 @@ class EnVarLETKF:
         _check_weight(weight, "ensemble covariance weight")
         self.letkf, self.var, self.weight = letkf, var, weight
 
-    def analyse(self, background: Tensor, observations: Observations, *,
-                generator: torch.Generator | None = None) -> Analysis:  # fmt: skip
+    def analyse(
+        self, background: Tensor, observations: Observations, *, generator: torch.Generator | None = None
+    ) -> Analysis:
         ensemble = self.letkf.analyse(background, observations, generator=generator)
         var = copy.copy(self.var)  # this window's B_h; self.var keeps the static B
         var.transform = self.var.transform.hybrid(background, self.weight)

@@ -63,11 +63,19 @@ class LETKF:
         min_observations: Channels with fewer observations are not inflated adaptively.
     """
 
-    def __init__(self, latitudes: np.ndarray, longitudes: np.ndarray, localization_km: float | None = 1500.0,
-                 inflation: float = 1.0, rtps: float = 0.5,
-                 additive: Callable[[int, torch.Generator | None], Tensor] | None = None,
-                 channel_localization: Tensor | None = None, adaptive_inflation: bool = False,
-                 max_inflation: float = 3.0, min_observations: int = 10):  # fmt: skip
+    def __init__(
+        self,
+        latitudes: np.ndarray,
+        longitudes: np.ndarray,
+        localization_km: float | None = 1500.0,
+        inflation: float = 1.0,
+        rtps: float = 0.5,
+        additive: Callable[[int, torch.Generator | None], Tensor] | None = None,
+        channel_localization: Tensor | None = None,
+        adaptive_inflation: bool = False,
+        max_inflation: float = 3.0,
+        min_observations: int = 10,
+    ):
         if inflation < 1 or not 0 <= rtps <= 1:
             raise ValueError(f"inflation must be >= 1 and rtps in [0, 1]; got {inflation}, {rtps}")
         self.latitudes = np.asarray(latitudes, float)
@@ -87,9 +95,14 @@ class LETKF:
         hx = observations.operator(x)
         channel = torch.as_tensor(observations.operator.channel, device=x.device)
         weights = torch.nn.functional.one_hot(channel, x.shape[1]).T.to(x.dtype)
-        variance = innovation_variance_ratio(observations.values.to(x.dtype) - hx.mean(dim=0),
-                                             observations.error_std, hx.var(dim=0), weights,
-                                             (1.0, self.max_inflation**2), self.min_observations)  # fmt: skip
+        variance = innovation_variance_ratio(
+            observations.values.to(x.dtype) - hx.mean(dim=0),
+            observations.error_std,
+            hx.var(dim=0),
+            weights,
+            (1.0, self.max_inflation**2),
+            self.min_observations,
+        )
         return variance.sqrt()
 
     def _localisation(self, obs_lat: np.ndarray, obs_lon: np.ndarray, dtype, device) -> Tensor:
@@ -100,8 +113,9 @@ class LETKF:
         d = great_circle_km(lat_g.ravel(), lon_g.ravel(), obs_lat, obs_lon)
         return gaspari_cohn(torch.as_tensor(d, dtype=dtype, device=device), self.localization_km)
 
-    def analyse(self, background: Tensor, observations: Observations, *,
-                generator: torch.Generator | None = None) -> Analysis:  # fmt: skip
+    def analyse(
+        self, background: Tensor, observations: Observations, *, generator: torch.Generator | None = None
+    ) -> Analysis:
         members, channels, nlat, nlon = background.shape
         if members < 2:
             raise ValueError("the LETKF needs an ensemble background (realization >= 2)")

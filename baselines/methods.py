@@ -22,8 +22,9 @@ from cycler_da.analysis import Analysis, MethodContext, Observations, register
 class FreeRun:
     """No analysis: the background goes on unchanged (a free forecast run)."""
 
-    def analyse(self, background: Tensor, observations: Observations, *,
-                generator: torch.Generator | None = None) -> Analysis:  # fmt: skip
+    def analyse(
+        self, background: Tensor, observations: Observations, *, generator: torch.Generator | None = None
+    ) -> Analysis:
         return Analysis(background, {})
 
 
@@ -42,8 +43,14 @@ def _background_error(context: MethodContext) -> BackgroundErrorStats:
 def _transform(
     context: MethodContext, scale: float, length_scale_km: float | None = None
 ) -> ControlTransform:
-    return ControlTransform(_background_error(context), context.latitudes, context.longitudes, scale,
-                            length_scale_km, device=context.device)  # fmt: skip
+    return ControlTransform(
+        _background_error(context),
+        context.latitudes,
+        context.longitudes,
+        scale,
+        length_scale_km,
+        device=context.device,
+    )
 
 
 # The ensemble B's localisation: the 3dvar default, and the hybrid-gain LETKF's 3D-Var.
@@ -53,14 +60,28 @@ LOCALIZATION_KM = 1500.0
 def _ensemble_transform(
     context: MethodContext, scale: float, localization_km: float, what: str
 ) -> EnsembleControlTransform:
-    return EnsembleControlTransform(context.error_samples(what), context.latitudes, context.longitudes,
-                                    localization_km, scale, device=context.device)  # fmt: skip
+    return EnsembleControlTransform(
+        context.error_samples(what),
+        context.latitudes,
+        context.longitudes,
+        localization_km,
+        scale,
+        device=context.device,
+    )
 
 
 @register("3dvar")
-def _3dvar(context: MethodContext, covariance: str = "ensemble", b_scale: float = 1.5,
-           localization_km: float = LOCALIZATION_KM, length_scale_km: float | None = None, max_iterations: int = 100,
-           tolerance: float = 1e-6, adaptive_variance: bool = False, min_observations: int = 10) -> ThreeDVar:  # fmt: skip
+def _3dvar(
+    context: MethodContext,
+    covariance: str = "ensemble",
+    b_scale: float = 1.5,
+    localization_km: float = LOCALIZATION_KM,
+    length_scale_km: float | None = None,
+    max_iterations: int = 100,
+    tolerance: float = 1e-6,
+    adaptive_variance: bool = False,
+    min_observations: int = 10,
+) -> ThreeDVar:
     # covariance "ensemble": B = (X Xᵀ/(N−1)) ∘ L from 240 training-set 24-h forecast errors X,
     # localised by a Gaussian of localization_km; "gaussian": per-point channel correlations
     # times one Gaussian horizontal correlation of length_scale_km (default: fitted). The
@@ -79,20 +100,34 @@ def _3dvar(context: MethodContext, covariance: str = "ensemble", b_scale: float 
         transform = _transform(context, b_scale, length_scale_km)
     else:
         raise ValueError(f"covariance must be 'ensemble' or 'gaussian'; got {covariance!r}")
-    return ThreeDVar(transform, max_iterations, tolerance, adaptive_variance=adaptive_variance,
-                     min_observations=min_observations)  # fmt: skip
+    return ThreeDVar(
+        transform,
+        max_iterations,
+        tolerance,
+        adaptive_variance=adaptive_variance,
+        min_observations=min_observations,
+    )
 
 
 CHANNEL_LOCALIZATIONS = ("none", "correlation", "neighbourhood", "optimal")
 
 
 @register("enkf")
-def _enkf(context: MethodContext, localization_km: float | None = 1500.0, inflation: float = 1.0,
-          rtps: float = 0.1, additive: float = 0.5, channel_localization: str = "neighbourhood",
-          adaptive_inflation: bool = False, max_inflation: float = 3.0,
-          additive_covariance: str = "samples", hybrid_weight: float = 0.0,
-          hybrid_b_scale: float = 1.0, envar_weight: float = 0.0,
-          channel_localization_km: float = 1250.0) -> LETKF | HybridGainLETKF | EnVarLETKF:  # fmt: skip
+def _enkf(
+    context: MethodContext,
+    localization_km: float | None = 1500.0,
+    inflation: float = 1.0,
+    rtps: float = 0.1,
+    additive: float = 0.5,
+    channel_localization: str = "neighbourhood",
+    adaptive_inflation: bool = False,
+    max_inflation: float = 3.0,
+    additive_covariance: str = "samples",
+    hybrid_weight: float = 0.0,
+    hybrid_b_scale: float = 1.0,
+    envar_weight: float = 0.0,
+    channel_localization_km: float = 1250.0,
+) -> LETKF | HybridGainLETKF | EnVarLETKF:
     # Defaults from benchmarks/tune_baselines.py (5 % columns, 40 members, the two-frame emulator;
     # results-tune_baselines.txt). Channel localisation by displaced correlations
     # ("neighbourhood") was the largest gain: 10-day z500 117.2 -> 103.8 against the point
@@ -116,16 +151,21 @@ def _enkf(context: MethodContext, localization_km: float | None = 1500.0, inflat
         scaled = additive / np.sqrt(errors.shape[0] - 1) * errors.reshape(errors.shape[0], -1)
 
         def sampler(members: int, generator: torch.Generator | None) -> Tensor:
-            w = torch.randn((members, scaled.shape[0]), generator=generator, dtype=scaled.dtype,
-                            device=scaled.device)  # fmt: skip
+            w = torch.randn(
+                (members, scaled.shape[0]), generator=generator, dtype=scaled.dtype, device=scaled.device
+            )
             return (w @ scaled).reshape(members, *errors.shape[1:])
 
     elif additive > 0:
         transform = _transform(context, additive)
 
         def sampler(members: int, generator: torch.Generator | None) -> Tensor:
-            v = torch.randn((members, *transform.shape), generator=generator, dtype=transform.sigma.dtype,
-                            device=transform.sigma.device)  # fmt: skip
+            v = torch.randn(
+                (members, *transform.shape),
+                generator=generator,
+                dtype=transform.sigma.dtype,
+                device=transform.sigma.device,
+            )
             return transform(v)
 
     # channel_localization "correlation": channel c weights observations of channel c' by
@@ -152,8 +192,17 @@ def _enkf(context: MethodContext, localization_km: float | None = 1500.0, inflat
         factors = torch.as_tensor(rho)
     # adaptive_inflation: per-channel multiplicative inflation from each window's innovations
     # (between 1 and max_inflation), on top of `inflation`.
-    letkf = LETKF(context.latitudes, context.longitudes, localization_km, inflation, rtps, sampler, factors,
-                  adaptive_inflation=adaptive_inflation, max_inflation=max_inflation)  # fmt: skip
+    letkf = LETKF(
+        context.latitudes,
+        context.longitudes,
+        localization_km,
+        inflation,
+        rtps,
+        sampler,
+        factors,
+        adaptive_inflation=adaptive_inflation,
+        max_inflation=max_inflation,
+    )
     # hybrid_weight β > 0: the hybrid-gain LETKF (Penny 2014). A 3D-Var with the ensemble B
     # (scaled by hybrid_b_scale, localised like the 3dvar default) refines the LETKF mean, and
     # the members are recentred on x̄_E + β (x_V − x̄_E).

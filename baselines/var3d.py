@@ -39,9 +39,16 @@ class ThreeDVar:
         variance_bounds: Bounds of the adaptive variance factor.
     """
 
-    def __init__(self, transform: ControlTransform | EnsembleControlTransform, max_iterations: int = 100, tolerance: float = 1e-6,
-                 history: int = 20, adaptive_variance: bool = False, min_observations: int = 10,
-                 variance_bounds: tuple[float, float] = (1 / 16, 16.0)):  # fmt: skip
+    def __init__(
+        self,
+        transform: ControlTransform | EnsembleControlTransform,
+        max_iterations: int = 100,
+        tolerance: float = 1e-6,
+        history: int = 20,
+        adaptive_variance: bool = False,
+        min_observations: int = 10,
+        variance_bounds: tuple[float, float] = (1 / 16, 16.0),
+    ):
         self.transform = transform
         self.max_iterations = max_iterations
         self.tolerance = tolerance
@@ -69,11 +76,18 @@ class ThreeDVar:
                 observations.values.to(dtype)
                 - observations.operator(background.to(dtype).mean(0, keepdim=True))[0]
             )
-        return innovation_variance_ratio(departure, observations.error_std, mapped[channels], mapped[:channels],
-                                         self.variance_bounds, self.min_observations)  # fmt: skip
+        return innovation_variance_ratio(
+            departure,
+            observations.error_std,
+            mapped[channels],
+            mapped[:channels],
+            self.variance_bounds,
+            self.min_observations,
+        )
 
-    def analyse(self, background: Tensor, observations: Observations, *,
-                generator: torch.Generator | None = None) -> Analysis:  # fmt: skip
+    def analyse(
+        self, background: Tensor, observations: Observations, *, generator: torch.Generator | None = None
+    ) -> Analysis:
         dtype = self.transform.sigma.dtype
         x_b = background.to(dtype)
         y = observations.values.to(dtype)
@@ -81,9 +95,15 @@ class ThreeDVar:
         v = torch.zeros(
             x_b.shape[0], *self.transform.shape, dtype=dtype, device=x_b.device, requires_grad=True
         )
-        optimiser = torch.optim.LBFGS([v], lr=1, max_iter=self.max_iterations, history_size=self.history,
-                                      tolerance_grad=self.tolerance, tolerance_change=1e-12,
-                                      line_search_fn="strong_wolfe")  # fmt: skip
+        optimiser = torch.optim.LBFGS(
+            [v],
+            lr=1,
+            max_iter=self.max_iterations,
+            history_size=self.history,
+            tolerance_grad=self.tolerance,
+            tolerance_change=1e-12,
+            line_search_fn="strong_wolfe",
+        )
         evaluations = 0
         factors = torch.ones(self.transform.sigma.shape[0], dtype=dtype, device=x_b.device)
         if self.adaptive_variance:

@@ -43,8 +43,15 @@ def run_or_reuse(config: dict, progress: bool = True) -> Path:
     return run_cycle(parse_config(config, RunConfig), resume=status.exists(), progress=progress)
 
 
-def run_one(method: str, fraction: float, days: float, runs_dir: Path, params: dict,
-            checkpoint: str = "default", previous: str = "mean") -> Path:  # fmt: skip
+def run_one(
+    method: str,
+    fraction: float,
+    days: float,
+    runs_dir: Path,
+    params: dict,
+    checkpoint: str = "default",
+    previous: str = "mean",
+) -> Path:
     """Run (or reuse) benchmark label `method`: a registered method or one of VARIANTS."""
     name = f"{method}-{round(fraction * 100)}pct-{days:g}d" + ("" if previous == "mean" else f"-{previous}")
     registered, variant = VARIANTS.get(method, (method, {}))
@@ -99,12 +106,18 @@ def compared(method: dict, reference: dict) -> str:
     standard errors of the window-by-window difference (AR(1)-corrected)."""
     ratio = method["analysis_rmse"] / reference["analysis_rmse"]
     diff = method["series"] - reference["series"]  # (window, channel), same windows
-    error = np.array([diff[:, c].std(ddof=1) / np.sqrt(max(effective_size(diff[:, c] - diff[:, c].mean()), 2.0))
-                      for c in range(diff.shape[1])])  # fmt: skip
+    error = np.array(
+        [
+            diff[:, c].std(ddof=1) / np.sqrt(max(effective_size(diff[:, c] - diff[:, c].mean()), 2.0))
+            for c in range(diff.shape[1])
+        ]
+    )
     mean = diff.mean(axis=0)
     worse, better = int((mean > 2 * error).sum()), int((mean < -2 * error).sum())
-    return (f"RMSE ratio {ratio.min():.3f}-{ratio.max():.3f}, median {np.median(ratio):.3f}; "
-            f"window-mean difference beyond 2 s.e.: lower in {better}, higher in {worse}/{len(ratio)} channels")  # fmt: skip
+    return (
+        f"RMSE ratio {ratio.min():.3f}-{ratio.max():.3f}, median {np.median(ratio):.3f}; "
+        f"window-mean difference beyond 2 s.e.: lower in {better}, higher in {worse}/{len(ratio)} channels"
+    )
 
 
 def trend(days: np.ndarray, values: np.ndarray) -> tuple[float, float]:
@@ -135,15 +148,21 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--b-scale", type=float, default=None, help="3dvar b_scale (default: method default)")
     parser.add_argument("--checkpoint", default="default", help="forecast model (default: the shipped one)")
-    parser.add_argument("--previous", default="mean", choices=["mean", "members"],
-                        help="forecast.previous: a two-frame emulator's previous state per member")  # fmt: skip
+    parser.add_argument(
+        "--previous",
+        default="mean",
+        choices=["mean", "members"],
+        help="forecast.previous: a two-frame emulator's previous state per member",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     params: dict = {"3dvar": {}, "enkf": {}}
     if args.b_scale is not None:
         params["3dvar"]["b_scale"] = args.b_scale
-    print(f"cycle_baselines — {date.today()} — {platform.machine()}, {torch.get_num_threads()} torch threads; "
-          f"{args.days:g}-day cycles from 2018-01-01, columns network, forecast model {args.checkpoint}")  # fmt: skip
+    print(
+        f"cycle_baselines — {date.today()} — {platform.machine()}, {torch.get_num_threads()} torch threads; "
+        f"{args.days:g}-day cycles from 2018-01-01, columns network, forecast model {args.checkpoint}"
+    )
     results = {}
     for fraction in args.fractions:
         for method in args.methods:
@@ -156,9 +175,14 @@ def main() -> None:
     header = f"{'method':7} {'obs':>4} {'quantity':13}" + "".join(f"{c:>10}" for c in cols)
     print("\n" + header)
     for (method, fraction), r in results.items():
-        for key, label in (("analysis_rmse", "analysis RMSE"), ("background_rmse", "backgr. RMSE"),
-                           ("omb", "O-B / σo"), ("oma", "O-A / σo"), ("trend_per_day", "a-trend /day"),
-                           ("trend_error", "  ± 1 s.e.")):  # fmt: skip
+        for key, label in (
+            ("analysis_rmse", "analysis RMSE"),
+            ("background_rmse", "backgr. RMSE"),
+            ("omb", "O-B / σo"),
+            ("oma", "O-A / σo"),
+            ("trend_per_day", "a-trend /day"),
+            ("trend_error", "  ± 1 s.e."),
+        ):
             values = "".join(f"{r[key][i]:10.4g}" for i in idx)
             print(f"{method:7} {fraction:4.0%} {label:13}{values}")
         if r["spread_skill"] is not None:
@@ -166,11 +190,15 @@ def main() -> None:
                 f"{method:7} {fraction:4.0%} {'spread/skill':13}"
                 + "".join(f"{r['spread_skill'][i]:10.3f}" for i in idx)
             )
-        print(f"{method:7} {fraction:4.0%} {'s / window':13}{r['seconds']:10.3f}   "
-              f"(all windows: {r['total_minutes']:.1f} min)")  # fmt: skip
+        print(
+            f"{method:7} {fraction:4.0%} {'s / window':13}{r['seconds']:10.3f}   "
+            f"(all windows: {r['total_minutes']:.1f} min)"
+        )
         z500 = labels.index("z500") if "z500" in labels else 0
-        print(f"{method:7} {fraction:4.0%} {labels[z500]} a-RMSE by 3-day block: "
-              + " ".join(f"{b:.0f}" for b in r["blocks"][:, z500]))  # fmt: skip
+        print(
+            f"{method:7} {fraction:4.0%} {labels[z500]} a-RMSE by 3-day block: "
+            + " ".join(f"{b:.0f}" for b in r["blocks"][:, z500])
+        )
     print(
         "\nTargets at 5 %: analysis < background < free-run RMSE for every channel; LETKF <= 3D-Var; "
         "EnKF spread/skill in [0.7, 1.3]; a 30-day 3D-Var cycle under 10 minutes."
@@ -195,9 +223,11 @@ def main() -> None:
             if (m, fraction) in results:
                 trend = results[(m, fraction)]["trend_per_day"]
                 rising = int((trend > 2 * results[(m, fraction)]["trend_error"]).sum())
-                print(f"  {fraction:4.0%} {m}: analysis-error trend over the second half, per day: "
-                      f"{trend.min():+.1%} to {trend.max():+.1%} over the channels (stable: <= 0); "
-                      f"above 2 standard errors in {rising}/{len(labels)} channels")  # fmt: skip
+                print(
+                    f"  {fraction:4.0%} {m}: analysis-error trend over the second half, per day: "
+                    f"{trend.min():+.1%} to {trend.max():+.1%} over the channels (stable: <= 0); "
+                    f"above 2 standard errors in {rising}/{len(labels)} channels"
+                )
 
 
 if __name__ == "__main__":

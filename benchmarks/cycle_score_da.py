@@ -48,8 +48,16 @@ def run_tag(method: str, params: dict) -> str:
     return "-".join([method, *items])
 
 
-def run_one(spec: str, fraction: float, days: float, protocol: str, members: int | None, runs_dir: Path,
-            device: str, checkpoint: str = "default") -> Path:  # fmt: skip
+def run_one(
+    spec: str,
+    fraction: float,
+    days: float,
+    protocol: str,
+    members: int | None,
+    runs_dir: Path,
+    device: str,
+    checkpoint: str = "default",
+) -> Path:
     method, params = parse_method(spec)
     name = f"{run_tag(method, params)}-{round(fraction * 100)}pct-{days:g}d"
     name += "-seed" if protocol == "seed" else ""
@@ -58,12 +66,18 @@ def run_one(spec: str, fraction: float, days: float, protocol: str, members: int
     if method in SCORE_METHODS and protocol == "seed":
         params["lead_hours"] = 48.0
     cfg = {
-        "run": {"start": "2018-01-01", "days": days, "name": name, "runs_dir": str(runs_dir), "protocol": protocol,
-                "device": device},
+        "run": {
+            "start": "2018-01-01",
+            "days": days,
+            "name": name,
+            "runs_dir": str(runs_dir),
+            "protocol": protocol,
+            "device": device,
+        },
         "method": {"name": method, "params": params},
         "observations": {"networks": [{"kind": "columns", "fraction": fraction}]},
         "forecast": {"max_lead_hours": 48, "lead_step_hours": 24, "checkpoint": checkpoint},
-    }  # fmt: skip
+    }
     if members:
         cfg["ensemble"] = {"members": members}
     return run_or_reuse(cfg)
@@ -113,9 +127,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     members = {k: int(v) for k, v in (item.split("=") for item in args.members)}
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
-    print(f"cycle_score_da — {date.today()} — {platform.machine()} ({device}), {torch.get_num_threads()} torch "
-          f"threads, device {args.device}; runs from 2018-01-01, columns network, forecast model "
-          f"{args.checkpoint}")  # fmt: skip
+    print(
+        f"cycle_score_da — {date.today()} — {platform.machine()} ({device}), {torch.get_num_threads()} torch "
+        f"threads, device {args.device}; runs from 2018-01-01, columns network, forecast model "
+        f"{args.checkpoint}"
+    )
     results = {}
     for protocol in args.protocols:
         days = args.days if protocol == "cycle" else args.seed_days
@@ -160,8 +176,10 @@ def main() -> None:
             print(
                 f"{protocol:8} {fraction:4.0%} {method:14} {'χ²/m (method)':14} {r.get('chi2', float('nan')):.3f}"
             )
-    print("\nTargets: LO-SDA O−A ≈ σo, DPS's larger; analysis RMSE LO-SDA < DPS < free run; LO-SDA < 3D-Var at 5 %;"
-          " every method stable for 30 days; LO-SDA ≤ 5 s per window on 2 CPU cores.")  # fmt: skip
+    print(
+        "\nTargets: LO-SDA O−A ≈ σo, DPS's larger; analysis RMSE LO-SDA < DPS < free run; LO-SDA < 3D-Var at 5 %;"
+        " every method stable for 30 days; LO-SDA ≤ 5 s per window on 2 CPU cores."
+    )
     for (protocol, fraction, method), r in results.items():
         if not method.startswith("lo-sda"):
             continue
@@ -172,8 +190,11 @@ def main() -> None:
             if (o := results.get((protocol, fraction, other))) is not None:
                 wins = int((r["analysis_rmse"] < o["analysis_rmse"]).sum())
                 lines.append(f"below {other} in {wins}/{len(labels)} channels")
-        print(f"  {protocol} {fraction:4.0%} {method}: " + "; ".join(lines) +
-              f"; O-A/σo median {np.median(r['oma']):.2f}")  # fmt: skip
+        print(
+            f"  {protocol} {fraction:4.0%} {method}: "
+            + "; ".join(lines)
+            + f"; O-A/σo median {np.median(r['oma']):.2f}"
+        )
         for other in ("3dvar", latent):
             if (o := results.get((protocol, fraction, other))) is not None:
                 print(f"    against {other}: {compared(r, o)}")

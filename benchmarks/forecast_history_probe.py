@@ -44,8 +44,9 @@ def main() -> None:
     cfg = ForecastTrainingConfig(**raw | {"data": {**raw["data"], "extra_seeds": []}})
     train, _, stats, grid = load_series(cfg.data, False)
     train = stats.normalise(train)
-    test_data = cfg.data.model_copy(update={"train": ["2018-01-01", "2018-02-26T18"],
-                                            "valid": ["2018-03-01", "2018-03-02T18"]})  # fmt: skip
+    test_data = cfg.data.model_copy(
+        update={"train": ["2018-01-01", "2018-02-26T18"], "valid": ["2018-03-01", "2018-03-02T18"]}
+    )
     test = stats.normalise(load_series(test_data, False)[0])
     labels, frames = list(cfg.data.channels), args.frames
     channels = len(labels)

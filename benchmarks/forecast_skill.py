@@ -113,9 +113,11 @@ def main() -> None:
     spec = nature.NatureSpec(
         resolution=data["resolution"], seed=data["seed"], compiled=data["integrator"] == "compiled"
     )
-    print(f"forecast_skill benchmark — {date.today()} — {platform.machine()}, {torch.get_num_threads()} "
-          f"torch threads, torch {torch.__version__}\ncheckpoint {args.checkpoint} "
-          f"({manifest['parameters']:,} parameters, {manifest['architecture']})")  # fmt: skip
+    print(
+        f"forecast_skill benchmark — {date.today()} — {platform.machine()}, {torch.get_num_threads()} "
+        f"torch threads, torch {torch.__version__}\ncheckpoint {args.checkpoint} "
+        f"({manifest['parameters']:,} parameters, {manifest['architecture']})"
+    )
 
     end = pd.Timestamp("2018-01-01") + pd.Timedelta(
         days=max(args.inits + 5, 30 * (args.rollout_starts - 1) + args.rollout_days, args.drift_days)
@@ -141,26 +143,35 @@ def main() -> None:
             lead = step * 6
             if lead in LEADS_H:
                 target = truth[starts + step]
-                for name, fc in (("model", state), ("persistence", truth[starts]),
-                                 ("climatology", clim.expand_as(target))):  # fmt: skip
+                for name, fc in (
+                    ("model", state),
+                    ("persistence", truth[starts]),
+                    ("climatology", clim.expand_as(target)),
+                ):
                     rmse = weighted_mse(fc, target, w).mean(dim=0).sqrt() * std
                     scores[(name, lead)] = (rmse, acc(fc, target, clim, w))
 
     print(f"\nRMSE (physical units) and ACC on {args.inits} daily starts from 2018-01-01")
-    print(f"{'channel':8} {'lead':>5} {'model':>10} {'persist.':>10} {'clim.':>10} {'model/pers':>10} "
-          f"{'ACC model':>9} {'ACC pers':>8}")  # fmt: skip
+    print(
+        f"{'channel':8} {'lead':>5} {'model':>10} {'persist.':>10} {'clim.':>10} {'model/pers':>10} "
+        f"{'ACC model':>9} {'ACC pers':>8}"
+    )
     for c, label in enumerate(labels):
         for lead in LEADS_H:
             m, p, k = (scores[(n, lead)] for n in ("model", "persistence", "climatology"))
-            print(f"{label:8} {lead:4d}h {m[0][c]:10.4g} {p[0][c]:10.4g} {k[0][c]:10.4g} "
-                  f"{m[0][c] / p[0][c]:10.3f} {m[1][c]:9.3f} {p[1][c]:8.3f}")  # fmt: skip
+            print(
+                f"{label:8} {lead:4d}h {m[0][c]:10.4g} {p[0][c]:10.4g} {k[0][c]:10.4g} "
+                f"{m[0][c] / p[0][c]:10.3f} {m[1][c]:9.3f} {p[1][c]:8.3f}"
+            )
     print("\nTargets: 6-h RMSE <= 0.30 x persistence for every channel; beats persistence at every lead;")
     print("beats climatology to >= 72 h for z500 and t850.")
     ratios = [
         float(scores[("model", 6)][0][c] / scores[("persistence", 6)][0][c]) for c in range(len(labels))
     ]
-    print(f"  6-h ratio model/persistence: max {max(ratios):.3f} ({labels[int(np.argmax(ratios))]}), "
-          f"median {statistics.median(ratios):.3f}")  # fmt: skip
+    print(
+        f"  6-h ratio model/persistence: max {max(ratios):.3f} ({labels[int(np.argmax(ratios))]}), "
+        f"median {statistics.median(ratios):.3f}"
+    )
     beats_pers = all(bool((scores[("model", h)][0] < scores[("persistence", h)][0]).all()) for h in LEADS_H)
     print(f"  beats persistence at every lead and channel: {beats_pers}")
     for label in ("z500", "t850"):
@@ -191,8 +202,10 @@ def main() -> None:
             biases = [b[c] for b, _ in climate]
             ratios = [r[c] for _, r in climate]
             stable = sum(is_stable(b, r) for b, r in zip(biases, ratios, strict=True))
-            print(f"{label:8} {min(biases):7.3f}..{max(biases):6.3f} {min(ratios):6.3f}..{max(ratios):5.3f} "
-                  f"{stable:5d}/{len(climate)}")  # fmt: skip
+            print(
+                f"{label:8} {min(biases):7.3f}..{max(biases):6.3f} {min(ratios):6.3f}..{max(ratios):5.3f} "
+                f"{stable:5d}/{len(climate)}"
+            )
 
     if args.drift_days:
         print_drift(emulator, truth, before, clim, w, labels, args.drift_days)
@@ -222,8 +235,10 @@ def main() -> None:
     stages = training_stages(manifest["training"])
     total = sum(seconds for _, seconds in stages) / 60
     detail = ", ".join(f"{path} {seconds / 60:.1f} min" for path, seconds in stages)
-    print(f"\nTraining wall time: {total:.1f} min on {manifest['training']['device']} "
-          f"({manifest['training']['threads']} threads), by stage: {detail}")  # fmt: skip
+    print(
+        f"\nTraining wall time: {total:.1f} min on {manifest['training']['device']} "
+        f"({manifest['training']['threads']} threads), by stage: {detail}"
+    )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,10 @@ def main() -> None:
         len(manifest["grid"]["latitudes"]),
         len(manifest["grid"]["longitudes"]),
     )
-    print(f"inference_speed — {date.today()} — {platform.machine()}, {torch.get_num_threads()} torch threads, "
-          f"torch {torch.__version__}")  # fmt: skip
+    print(
+        f"inference_speed — {date.today()} — {platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"torch {torch.__version__}"
+    )
     for compiled in (False, True):
         model = copy.deepcopy(emulator).compile_network() if compiled else emulator
         for members in (1, 20, 40):

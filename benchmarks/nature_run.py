@@ -69,8 +69,18 @@ def twin(days: int) -> None:
             history[key].append(a)
     t_days = np.arange(1, days * 4 + 1) / 4
     print(f"\nTwin experiment, T21, 0.01 K noise in T at 2018-01-01, {days} days (compiled)")
-    header = ["channel", "doubling (d)", "fit window (d)", "sat. level", "err/sat d10", "d20", "d30",
-              "d40", "50% sat (d)", "90% sat (d)"]  # fmt: skip
+    header = [
+        "channel",
+        "doubling (d)",
+        "fit window (d)",
+        "sat. level",
+        "err/sat d10",
+        "d20",
+        "d30",
+        "d40",
+        "50% sat (d)",
+        "90% sat (d)",
+    ]
     widths = [8, 12, 15, 11, 11, 6, 6, 6, 11, 11]
     print(
         " ".join(
@@ -94,8 +104,10 @@ def twin(days: int) -> None:
             return f"{t_days[hit[0]]:.1f}" if hit.size else f">{days}"
 
         at = {d: ratio[min(len(ratio) - 1, d * 4 - 1)] for d in (10, 20, 30, 40)}
-        print(f"{key:8} {doubling:12.2f} {window:>15} {saturation:11.1f} {at[10]:11.3f} {at[20]:6.3f} "
-              f"{at[30]:6.3f} {at[40]:6.3f} {first_day(0.5):>11} {first_day(0.9):>11}")  # fmt: skip
+        print(
+            f"{key:8} {doubling:12.2f} {window:>15} {saturation:11.1f} {at[10]:11.3f} {at[20]:6.3f} "
+            f"{at[30]:6.3f} {at[40]:6.3f} {first_day(0.5):>11} {first_day(0.9):>11}"
+        )
 
 
 def main() -> None:
@@ -106,18 +118,24 @@ def main() -> None:
     parser.add_argument("--skip-t42", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"nature_run benchmark — {date.today()} — {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} torch threads, torch {torch.__version__}")  # fmt: skip
+    print(
+        f"nature_run benchmark — {date.today()} — {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    )
     print(f"\nCost over {args.cost_days} simulated days (median per 6-hour block)")
-    print(f"{'resolution':10} {'integrator':10} {'dt (min)':>8} {'ms/step':>8} {'min/sim. year':>14} "
-          f"{'compile (s)':>11}")  # fmt: skip
+    print(
+        f"{'resolution':10} {'integrator':10} {'dt (min)':>8} {'ms/step':>8} {'min/sim. year':>14} "
+        f"{'compile (s)':>11}"
+    )
     for resolution in ("T21",) if args.skip_t42 else ("T21", "T42"):
         for compiled in (True, False):
             ms, compile_s = time_steps(resolution, compiled, args.cost_days)
             steps_per_year = 365 * 24 * 60 / nature.DT_MINUTES[resolution]
-            print(f"{resolution:10} {'compiled' if compiled else 'eager':10} "
-                  f"{nature.DT_MINUTES[resolution]:8.0f} {ms:8.2f} {ms * steps_per_year / 60000:14.2f} "
-                  f"{compile_s if compiled else 0:11.1f}")  # fmt: skip
+            print(
+                f"{resolution:10} {'compiled' if compiled else 'eager':10} "
+                f"{nature.DT_MINUTES[resolution]:8.0f} {ms:8.2f} {ms * steps_per_year / 60000:14.2f} "
+                f"{compile_s if compiled else 0:11.1f}"
+            )
     twin(args.twin_days)
 
 

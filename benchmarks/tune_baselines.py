@@ -140,8 +140,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     half = int(args.days * 4) // 2
-    print(f"tune_baselines — {date.today()} — {platform.machine()}, {torch.get_num_threads()} torch threads; "
-          f"{args.days:g}-day cycles from 2018-01-01, {args.fraction:.0%} columns; RMSE over windows {half + 1}+")  # fmt: skip
+    print(
+        f"tune_baselines — {date.today()} — {platform.machine()}, {torch.get_num_threads()} torch threads; "
+        f"{args.days:g}-day cycles from 2018-01-01, {args.fraction:.0%} columns; RMSE over windows {half + 1}+"
+    )
     print(
         f"{'trial':100} "
         + " ".join(f"{'a-RMSE ' + c:>12}" for c in SHOW)
@@ -167,8 +169,14 @@ def main() -> None:
         with xr.open_dataset(run_dir / "scores.nc") as scores:
             rmse = np.sqrt((scores["analysis_rmse"].isel(time=slice(half, None)) ** 2).mean("time")).values
         ss = "" if r["spread_skill"] is None else " ".join(f"{r['spread_skill'][i]:.2f}" for i in idx)
-        print(f"{label:100} " + " ".join(f"{rmse[i]:12.4g}" for i in idx) + "  "
-              + " ".join(f"{r['oma'][i]:.2f}" for i in idx) + "   " + ss)  # fmt: skip
+        print(
+            f"{label:100} "
+            + " ".join(f"{rmse[i]:12.4g}" for i in idx)
+            + "  "
+            + " ".join(f"{r['oma'][i]:.2f}" for i in idx)
+            + "   "
+            + ss
+        )
 
 
 if __name__ == "__main__":

@@ -80,10 +80,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     half = int(args.days * 4) // 2
-    print(f"tune_forecast_cycling — {date.today()} — {platform.machine()}, {torch.get_num_threads()} torch "
-          f"threads; parent {args.parent} (sha256 {file_hash(args.parent)[:12]}); fine-tune {args.epochs} "
-          f"epochs; {args.days:g}-day 3dvar cycles from 2018-01-01, {args.fraction:.0%} columns; "
-          f"analysis RMSE over windows {half + 1}+")  # fmt: skip
+    print(
+        f"tune_forecast_cycling — {date.today()} — {platform.machine()}, {torch.get_num_threads()} torch "
+        f"threads; parent {args.parent} (sha256 {file_hash(args.parent)[:12]}); fine-tune {args.epochs} "
+        f"epochs; {args.days:g}-day 3dvar cycles from 2018-01-01, {args.fraction:.0%} columns; "
+        f"analysis RMSE over windows {half + 1}+"
+    )
     print(f"{'trial':34} {'valid 6-h':>10} " + " ".join(f"{'a-RMSE ' + c:>12}" for c in SHOW))
     rows = [t for n, t in enumerate(TRIALS) if args.only is None or str(n) in args.only] + list(args.also)
     for trial in rows:

@@ -82,8 +82,10 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", default=None, help="run only these trial numbers (0-based)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"tune_score_da — {date.today()} — {platform.machine()}, {torch.get_num_threads()} torch threads; "
-          f"{args.days:g}-day cycles from 2018-01-01, {args.fraction:.0%} columns, 1 member; RMSE over all windows")  # fmt: skip
+    print(
+        f"tune_score_da — {date.today()} — {platform.machine()}, {torch.get_num_threads()} torch threads; "
+        f"{args.days:g}-day cycles from 2018-01-01, {args.fraction:.0%} columns, 1 member; RMSE over all windows"
+    )
     print(
         f"{'trial':40} "
         + " ".join(f"{'a-RMSE ' + c:>12}" for c in SHOW)
@@ -105,8 +107,13 @@ def main() -> None:
         with xr.open_dataset(run_dir / "scores.nc") as scores:
             chi2 = statistics.median(scores["method_chi2_per_obs"].values.tolist())
         label = f"{method} {params}" if params else method
-        print(f"{label:40} " + " ".join(f"{r['analysis_rmse'][i]:12.4g}" for i in idx) + "   "
-              + " ".join(f"{r['oma'][i]:.2f}" for i in idx) + f"   {chi2:6.2f}  {r['seconds']:8.2f}")  # fmt: skip
+        print(
+            f"{label:40} "
+            + " ".join(f"{r['analysis_rmse'][i]:12.4g}" for i in idx)
+            + "   "
+            + " ".join(f"{r['oma'][i]:.2f}" for i in idx)
+            + f"   {chi2:6.2f}  {r['seconds']:8.2f}"
+        )
 
 
 if __name__ == "__main__":

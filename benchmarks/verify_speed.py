@@ -35,8 +35,18 @@ def main() -> None:
             times = []
             for _ in range(args.repeats):
                 began = time.perf_counter()
-                subprocess.run([sys.executable, "-c", "from cycler_da.cli import app; app()", "verify", *args.runs,
-                                *extra], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-c",
+                        "from cycler_da.cli import app; app()",
+                        "verify",
+                        *args.runs,
+                        *extra,
+                    ],
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                )
                 times.append(time.perf_counter() - began)
             peak = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
             print(

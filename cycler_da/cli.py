@@ -182,8 +182,10 @@ def train_forecast(
     """
     manifest = _train("forecast", config, device, epochs, out, resume, threads, overwrite)
     scores = manifest["validation"]
-    typer.echo(f"wrote {out} ({manifest['parameters']:,} parameters, "
-               f"{manifest['training']['wall_seconds']:.0f} s training)")  # fmt: skip
+    typer.echo(
+        f"wrote {out} ({manifest['parameters']:,} parameters, "
+        f"{manifest['training']['wall_seconds']:.0f} s training)"
+    )
     typer.echo(f"{'channel':8} {'6-h RMSE':>10} {'persistence':>12} {'ratio':>6}")
     for ch, rmse in scores["rmse_6h"].items():
         pers = scores["persistence_rmse_6h"][ch]
@@ -245,8 +247,10 @@ def train_vae(
     Example: cycler train vae --epochs 30 --out vae.pt
     """
     manifest = _train("vae", config, device, epochs, out, resume, threads, overwrite)
-    typer.echo(f"wrote {out} ({manifest['parameters']:,} parameters, "
-               f"{manifest['training']['wall_seconds']:.0f} s training)")  # fmt: skip
+    typer.echo(
+        f"wrote {out} ({manifest['parameters']:,} parameters, "
+        f"{manifest['training']['wall_seconds']:.0f} s training)"
+    )
     typer.echo(f"{'channel':8} {'reconstruction RMSE':>20} {'normalised':>11}")
     v = manifest["validation"]
     for ch, rmse in v["reconstruction_rmse"].items():
@@ -273,9 +277,11 @@ def train_prior(
     Example: cycler train prior --steps 20000 --out prior.pt
     """
     manifest = _train("prior", config, device, steps, out, resume, threads, overwrite)
-    typer.echo(f"wrote {out} ({manifest['parameters']:,} parameters, {manifest['pairs']['train']:,} pairs, "
-               f"{manifest['training']['wall_seconds']:.0f} s training); "
-               f"validation eps-loss {manifest['validation']['eps_loss_ema']:.4f}")  # fmt: skip
+    typer.echo(
+        f"wrote {out} ({manifest['parameters']:,} parameters, {manifest['pairs']['train']:,} pairs, "
+        f"{manifest['training']['wall_seconds']:.0f} s training); "
+        f"validation eps-loss {manifest['validation']['eps_loss_ema']:.4f}"
+    )
 
 
 @app.command("run")
@@ -390,9 +396,13 @@ def verify(
         from cycler_da.io import write_dataset
 
         plots.mkdir(parents=True, exist_ok=True)
-        written = [vp.error_vs_window(loaded, plots), vp.error_vs_lead(loaded, plots),
-                   vp.maps(loaded, diagnostics, plots), vp.increment_spectra(loaded, diagnostics, plots),
-                   vp.rank_histograms(loaded, diagnostics, plots)]  # fmt: skip
+        written = [
+            vp.error_vs_window(loaded, plots),
+            vp.error_vs_lead(loaded, plots),
+            vp.maps(loaded, diagnostics, plots),
+            vp.increment_spectra(loaded, diagnostics, plots),
+            vp.rank_histograms(loaded, diagnostics, plots),
+        ]
         write_dataset(v.scores_dataset(loaded), plots / "verify.nc", overwrite=True)
         written.append(plots / "verify.nc")
     if json_out:

@@ -78,8 +78,10 @@ def resolve(config: RunConfig) -> RunConfig:
     allowed = method_defaults(config.method.name)
     unknown = set(config.method.params) - set(allowed)
     if unknown and allowed:
-        raise ConfigError(f"method.params: {sorted(unknown)} are not parameters of {config.method.name!r}; "
-                          f"allowed: {', '.join(allowed)}")  # fmt: skip
+        raise ConfigError(
+            f"method.params: {sorted(unknown)} are not parameters of {config.method.name!r}; "
+            f"allowed: {', '.join(allowed)}"
+        )
     data["method"]["params"] = {**allowed, **config.method.params}
     defaults = METHOD_DEFAULTS.get(config.method.name, {})
     if "members" in defaults and config.ensemble.members == 1:
@@ -167,8 +169,15 @@ def setup(config: RunConfig, run_dir: Path) -> Setup:
     grid = Grid.from_dataset(ds)
     stats = truth_norm_stats(ds, labels, cfg.truth.train_period, source_key)
     try:
-        check_compatible(manifest, labels, grid.latitudes, grid.longitudes, stats.mean, stats.std,
-                         name=f"checkpoint {checkpoint}")  # fmt: skip
+        check_compatible(
+            manifest,
+            labels,
+            grid.latitudes,
+            grid.longitudes,
+            stats.mean,
+            stats.std,
+            name=f"checkpoint {checkpoint}",
+        )
     except ValueError as err:
         raise RunError(str(err)) from err
     sha = file_hash(checkpoint)
@@ -188,8 +197,16 @@ def setup(config: RunConfig, run_dir: Path) -> Setup:
     if cfg.forecast.compile:
         emulator.compile_network()
     # The training errors move with the emulator; an ensemble B asks for them lazily.
-    context = MethodContext(tuple(labels), grid.latitudes, grid.longitudes, bstats, str(device), stats,
-                            training_errors.errors, cfg.ensemble.members)  # fmt: skip
+    context = MethodContext(
+        tuple(labels),
+        grid.latitudes,
+        grid.longitudes,
+        bstats,
+        str(device),
+        stats,
+        training_errors.errors,
+        cfg.ensemble.members,
+    )
     try:
         method = build_method(cfg.method.name, context, **cfg.method.params)
     except ValueError as err:
@@ -210,9 +227,26 @@ def setup(config: RunConfig, run_dir: Path) -> Setup:
     clim = (
         truth_climatology(ds, labels, cfg.truth.train_period, source_key) if cfg.forecast.from_hours else None
     )
-    return Setup(cfg, run_dir, labels, grid, stats, truth, times, truth_path, emulator, checkpoint, sha, method,
-                 networks, error_std, bstats.std * cfg.observations.qc.background_error_scale, windows, device,
-                 clim)  # fmt: skip
+    return Setup(
+        cfg,
+        run_dir,
+        labels,
+        grid,
+        stats,
+        truth,
+        times,
+        truth_path,
+        emulator,
+        checkpoint,
+        sha,
+        method,
+        networks,
+        error_std,
+        bstats.std * cfg.observations.qc.background_error_scale,
+        windows,
+        device,
+        clim,
+    )
 
 
 def _truth_before(s: Setup, time: pd.Timestamp, state: torch.Tensor) -> torch.Tensor:
@@ -246,8 +280,9 @@ def cold_start(s: Setup) -> tuple[torch.Tensor, torch.Tensor]:
     rng = window_generator(s.config.run.seed, start, stream=3)
     noise = torch.as_tensor(
         rng.standard_normal((s.config.ensemble.members, *s.truth.shape[1:])) * s.config.cold_start.noise_std,
-        dtype=s.truth.dtype, device=s.device,
-    )  # fmt: skip
+        dtype=s.truth.dtype,
+        device=s.device,
+    )
     truth = s.truth_at(start)
     return truth + noise, _truth_before(s, start, truth) + noise
 
@@ -334,18 +369,32 @@ def run_cycle(config: RunConfig, resume: bool = False, progress: bool = True) ->
     make_run_dir(run_dir)
     if not resume:
         (run_dir / "config.yaml").write_text(dump_config(config))
-    status = read_json(status_path) if resume else {
-        "status": "running", "created": now(), "cycler_version": __version__, "git_commit": git_commit(),
-        "config_hash": config_hash(config.model_dump(mode="json")), "seed": config.run.seed,
-        "method": config.method.name, "members": config.ensemble.members,
-        "checkpoint": {"path": str(s.checkpoint), "sha256": s.checkpoint_sha}, "truth": s.truth_path,
-        "windows_total": len(s.windows), "windows_done": [], "wall_seconds": {}, "nfe": {},
-    }  # fmt: skip
+    status = (
+        read_json(status_path)
+        if resume
+        else {
+            "status": "running",
+            "created": now(),
+            "cycler_version": __version__,
+            "git_commit": git_commit(),
+            "config_hash": config_hash(config.model_dump(mode="json")),
+            "seed": config.run.seed,
+            "method": config.method.name,
+            "members": config.ensemble.members,
+            "checkpoint": {"path": str(s.checkpoint), "sha256": s.checkpoint_sha},
+            "truth": s.truth_path,
+            "windows_total": len(s.windows),
+            "windows_done": [],
+            "wall_seconds": {},
+            "nfe": {},
+        }
+    )
     done = set(status["windows_done"])
     rows = read_scores(run_dir / "scores.nc") if done and (run_dir / "scores.nc").exists() else []
     rows = [r for r in rows if stamp(r["time"]) in done]
-    forecast_rows = [r for r in run_forecasts.read_forecast_scores(run_dir / FORECAST_SCORES)
-                     if stamp(r["time"]) in done]  # fmt: skip
+    forecast_rows = [
+        r for r in run_forecasts.read_forecast_scores(run_dir / FORECAST_SCORES) if stamp(r["time"]) in done
+    ]
     # x_a: the latest analysis members; x_prev: those 6 h before (a two-frame emulator's input).
     if done:
         last = max(pd.Timestamp(t) for t in status["windows_done"])
@@ -378,11 +427,22 @@ def run_cycle(config: RunConfig, resume: bool = False, progress: bool = True) ->
                 x_b, x_b_before = _forecast_from_truth(s, t)
             x_b = x_b.clone()
             truth = s.truth_at(t)
-            chan, lat, lon, y, sig = simulate(t, truth, s.networks, s.error_std, s.grid.latitudes,
-                                              s.grid.longitudes, config.run.seed)  # fmt: skip
-            wobs = quality_control(chan, lat, lon, y, sig, x_b, s.background_std, s.grid.latitudes,
-                                   s.grid.longitudes, config.observations.qc.background_check,
-                                   config.observations.qc.thinning_km)  # fmt: skip
+            chan, lat, lon, y, sig = simulate(
+                t, truth, s.networks, s.error_std, s.grid.latitudes, s.grid.longitudes, config.run.seed
+            )
+            wobs = quality_control(
+                chan,
+                lat,
+                lon,
+                y,
+                sig,
+                x_b,
+                s.background_std,
+                s.grid.latitudes,
+                s.grid.longitudes,
+                config.observations.qc.background_check,
+                config.observations.qc.thinning_km,
+            )
             generator = torch.Generator(device=s.device).manual_seed(
                 int(window_generator(config.run.seed, t, stream=2).integers(2**62))
             )
@@ -392,8 +452,10 @@ def run_cycle(config: RunConfig, resume: bool = False, progress: bool = True) ->
                 try:
                     result = s.method.analyse(x_b, wobs.used, generator=generator)
                 except FloatingPointError as err:
-                    raise RunError(f"window {t}: {config.method.name}: {err}; earlier windows are kept, "
-                                   "--resume continues from this one") from err  # fmt: skip
+                    raise RunError(
+                        f"window {t}: {config.method.name}: {err}; earlier windows are kept, "
+                        "--resume continues from this one"
+                    ) from err
                 analysis_state, diagnostics = result.state, dict(result.diagnostics)
             x_a_phys = s.stats.denormalise(analysis_state.detach()).float()
             x_b_phys = s.stats.denormalise(x_b).float()
@@ -417,8 +479,13 @@ def run_cycle(config: RunConfig, resume: bool = False, progress: bool = True) ->
             status["updated"] = now()
             write_json(status_path, status)
             rmse = rows[-1]["analysis_rmse"]
-            bar.set_postfix({f"a-RMSE {lab}": f"{rmse[i]:.3g}" for i, lab in enumerate(s.labels)
-                             if lab in ("z500", "t850")})  # fmt: skip
+            bar.set_postfix(
+                {
+                    f"a-RMSE {lab}": f"{rmse[i]:.3g}"
+                    for i, lab in enumerate(s.labels)
+                    if lab in ("z500", "t850")
+                }
+            )
     except BaseException:
         status["status"] = "interrupted"
         write_json(status_path, status)
@@ -435,14 +502,16 @@ def _forecast_and_score(s: Setup, t: pd.Timestamp, x_a: torch.Tensor, previous: 
     attrs = _attrs(s, "forecast") | (
         {} if s.config.forecast.write_members else {"realization": "ensemble mean"}
     )
-    run_forecasts.write_forecast(s.run_dir / "forecasts" / f"{stamp(t)}.nc", written, s.labels, s.grid, t, leads,
-                                 attrs)  # fmt: skip
+    run_forecasts.write_forecast(
+        s.run_dir / "forecasts" / f"{stamp(t)}.nc", written, s.labels, s.grid, t, leads, attrs
+    )
     truths = []
     for hours in leads:
         truth = s.truth_or_none(t + pd.Timedelta(hours=hours))
         truths.append(None if truth is None else s.stats.denormalise(truth)[0].double().cpu().numpy())
-    scores = run_forecasts.score_forecast(forecast.double().cpu().numpy(), truths, s.climatology,
-                                          s.grid.area_weights())  # fmt: skip
+    scores = run_forecasts.score_forecast(
+        forecast.double().cpu().numpy(), truths, s.climatology, s.grid.area_weights()
+    )
     return {"time": t, **scores}
 
 

@@ -89,8 +89,17 @@ def train_forecast(
     perturb = (
         _start_perturbations(config, emulator, grid, stats) if config.training.perturbed_fraction else None
     )
-    result = train(emulator, [train_series, *extra], valid_series, weights, config.training, state_path, progress,
-                   mirror=mirror, perturb=perturb)  # fmt: skip
+    result = train(
+        emulator,
+        [train_series, *extra],
+        valid_series,
+        weights,
+        config.training,
+        state_path,
+        progress,
+        mirror=mirror,
+        perturb=perturb,
+    )
 
     scores = {}
     for hours in (6, 24):
@@ -137,8 +146,9 @@ def _start_perturbations(config: ForecastTrainingConfig, emulator, grid: Grid, s
 
     device = next(emulator.parameters()).device
     parent, _ = load_checkpoint(config.init_from, device)
-    return analysis_like_sampler(config.data, stats, grid, parent, Path(config.init_from),
-                                 config.training.perturbation_scale)  # fmt: skip
+    return analysis_like_sampler(
+        config.data, stats, grid, parent, Path(config.init_from), config.training.perturbation_scale
+    )
 
 
 def _widen_for_tendency(state_dict: dict, channels: int) -> dict:
@@ -175,14 +185,25 @@ def _initialise(emulator, config: ForecastTrainingConfig, grid: Grid, stats) -> 
             f"init_from: {path} has architecture {parent_arch.as_dict()}, the config asks for "
             f"{config.model.as_dict()}"
         )
-    check_compatible(manifest, config.data.channels, grid.latitudes, grid.longitudes, stats.mean, stats.std,
-                     name=f"init_from {path}")  # fmt: skip
+    check_compatible(
+        manifest,
+        config.data.channels,
+        grid.latitudes,
+        grid.longitudes,
+        stats.mean,
+        stats.std,
+        name=f"init_from {path}",
+    )
     if widened:
         state_dict = _widen_for_tendency(state_dict, len(config.data.channels))
     emulator.network.load_state_dict(state_dict)
     training = manifest.get("training", {})
-    parent = {"path": str(path), "sha256": file_hash(path), "command": training.get("command"),
-              "wall_seconds": training.get("wall_seconds")}  # fmt: skip
+    parent = {
+        "path": str(path),
+        "sha256": file_hash(path),
+        "command": training.get("command"),
+        "wall_seconds": training.get("wall_seconds"),
+    }
     if training.get("init_from"):  # the parent's own parent: the whole chain of stages stays on record
         parent["init_from"] = training["init_from"]
     return parent

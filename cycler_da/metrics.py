@@ -133,8 +133,14 @@ def _d_dlon(field: np.ndarray) -> np.ndarray:
     return (np.roll(field, -1, axis=-1) - np.roll(field, 1, axis=-1)) / (2 * (2 * np.pi / nlon))
 
 
-def geostrophic_imbalance(geopotential: np.ndarray, u: np.ndarray, v: np.ndarray, latitudes: np.ndarray,
-                          weights: np.ndarray, min_abs_latitude: float = 20.0) -> np.ndarray:  # fmt: skip
+def geostrophic_imbalance(
+    geopotential: np.ndarray,
+    u: np.ndarray,
+    v: np.ndarray,
+    latitudes: np.ndarray,
+    weights: np.ndarray,
+    min_abs_latitude: float = 20.0,
+) -> np.ndarray:
     """RMS of the ageostrophic wind |(u, v) − (u_g, v_g)| (m/s) poleward of ±min_abs_latitude.
 
     u_g = −∂Φ/∂y / f, v_g = ∂Φ/∂x / f from geopotential Φ (m² s⁻²) on one level.
@@ -150,8 +156,15 @@ def geostrophic_imbalance(geopotential: np.ndarray, u: np.ndarray, v: np.ndarray
     return np.sqrt((sq * w).sum(axis=(-2, -1)) / w.sum())
 
 
-def hydrostatic_imbalance(z_upper: np.ndarray, z_lower: np.ndarray, t_upper: np.ndarray, t_lower: np.ndarray,
-                          p_upper: float, p_lower: float, weights: np.ndarray) -> np.ndarray:  # fmt: skip
+def hydrostatic_imbalance(
+    z_upper: np.ndarray,
+    z_lower: np.ndarray,
+    t_upper: np.ndarray,
+    t_lower: np.ndarray,
+    p_upper: float,
+    p_lower: float,
+    weights: np.ndarray,
+) -> np.ndarray:
     """RMS (m² s⁻²) of thickness minus the hypsometric thickness R·T̄·ln(p_lower/p_upper).
 
     T̄ is the log-pressure mean of the two levels' temperatures: exact for T linear in ln p.

@@ -290,8 +290,12 @@ def ensure_nature(
     todo.sort()
     if todo:
         total = sum(_steps_in_month(m) for m in todo)
-        with tqdm(total=total, desc=f"nature run {spec.resolution} seed {spec.seed}",
-                  unit="6h", disable=not progress) as bar:  # fmt: skip
+        with tqdm(
+            total=total,
+            desc=f"nature run {spec.resolution} seed {spec.seed}",
+            unit="6h",
+            disable=not progress,
+        ) as bar:
             for month in todo:
                 generate_month(spec, month, bar if progress else None)
     return [_month_files(spec, m)[0] for m in needed]
@@ -318,6 +322,7 @@ def open_nature(
     The dataset is lazy (dask), one chunk per month file.
     """
     files = ensure_nature(start, end, spec, progress)
-    ds = xr.open_mfdataset(files, combine="by_coords", data_vars="minimal", coords="minimal",
-                           compat="override", join="exact")  # fmt: skip
+    ds = xr.open_mfdataset(
+        files, combine="by_coords", data_vars="minimal", coords="minimal", compat="override", join="exact"
+    )
     return ds.sel({TIME: slice(pd.Timestamp(start), pd.Timestamp(end))})

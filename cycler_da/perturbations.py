@@ -19,8 +19,9 @@ from cycler_da.state import Grid
 Sampler = Callable[[int, torch.Generator], torch.Tensor]
 
 
-def analysis_like_sampler(data: ForecastDataConfig, stats: NormStats, grid: Grid, emulator,
-                          checkpoint: Path, scale: float) -> Sampler:  # fmt: skip
+def analysis_like_sampler(
+    data: ForecastDataConfig, stats: NormStats, grid: Grid, emulator, checkpoint: Path, scale: float
+) -> Sampler:
     """Draws ``(count, channel, lat, lon)`` normalised perturbations: a draw from the Gaussian B
     of `emulator`'s 24-h forecast errors over the training years, times an amplitude uniform in
     [0, `scale`] per draw (so starts range from the truth to `scale` × a 24-h forecast's error)."""
@@ -32,8 +33,9 @@ def analysis_like_sampler(data: ForecastDataConfig, stats: NormStats, grid: Grid
     spec = nature.NatureSpec(n.resolution, n.seed, n.compiled)
     ds = nature.open_nature(data.train[0], data.train[1], spec, progress=False)
     device = next(emulator.parameters()).device
-    bstats = TrainingErrors(ds, list(data.channels), tuple(data.train), stats, emulator.cpu(),
-                            file_hash(checkpoint), spec.key).statistics()  # fmt: skip
+    bstats = TrainingErrors(
+        ds, list(data.channels), tuple(data.train), stats, emulator.cpu(), file_hash(checkpoint), spec.key
+    ).statistics()
     emulator.to(device)
     transform = ControlTransform(bstats, grid.latitudes, grid.longitudes, 1.0)
 

@@ -48,8 +48,15 @@ def make_forecast(
     return torch.stack(out)
 
 
-def write_forecast(path: Path, forecast_phys: torch.Tensor, labels: list[str], grid: Grid, init: pd.Timestamp,
-                   leads: list[int], attrs: dict) -> None:  # fmt: skip
+def write_forecast(
+    path: Path,
+    forecast_phys: torch.Tensor,
+    labels: list[str],
+    grid: Grid,
+    init: pd.Timestamp,
+    leads: list[int],
+    attrs: dict,
+) -> None:
     members = np.arange(forecast_phys.shape[1], dtype=np.int32)
     deltas = pd.to_timedelta(leads, unit="h").to_numpy()
     ds = to_dataset(forecast_phys, labels, grid, {LEAD: deltas, REALIZATION: members})
@@ -59,8 +66,12 @@ def write_forecast(path: Path, forecast_phys: torch.Tensor, labels: list[str], g
     write_dataset(ds, path, overwrite=True)
 
 
-def score_forecast(forecast_phys: np.ndarray, truth_phys: list[np.ndarray | None], climatology: np.ndarray,
-                   weights: np.ndarray) -> dict[str, np.ndarray]:  # fmt: skip
+def score_forecast(
+    forecast_phys: np.ndarray,
+    truth_phys: list[np.ndarray | None],
+    climatology: np.ndarray,
+    weights: np.ndarray,
+) -> dict[str, np.ndarray]:
     """Scores ``(lead, channel)`` in physical units; NaN where the truth does not reach."""
     leads, members, channels = forecast_phys.shape[:3]
     out = {name: np.full((leads, channels), np.nan) for name in SCORES}
@@ -85,8 +96,10 @@ def write_forecast_scores(path: Path, rows: list[dict], labels: list[str], leads
         f"forecast_{name}": ((TIME, LEAD, "channel"), np.stack([r[name] for r in rows])) for name in SCORES
     }
     coords = {TIME: times, LEAD: pd.to_timedelta(leads, unit="h").to_numpy(), "channel": labels}
-    comment = ("forecasts from analyses scored against the truth, area-weighted (weights of mean 1), physical "
-               "units; rmse/bias/acc of the ensemble mean; spread and CRPS for ensembles (NaN otherwise)")  # fmt: skip
+    comment = (
+        "forecasts from analyses scored against the truth, area-weighted (weights of mean 1), physical "
+        "units; rmse/bias/acc of the ensemble mean; spread and CRPS for ensembles (NaN otherwise)"
+    )
     write_scores_dataset(path, data, coords, comment)
 
 

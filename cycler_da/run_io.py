@@ -53,8 +53,9 @@ def state_dataset(
     return ds
 
 
-def write_state(path: Path, state: torch.Tensor, labels: list[str], grid: Grid, time: pd.Timestamp,
-                attrs: dict) -> None:  # fmt: skip
+def write_state(
+    path: Path, state: torch.Tensor, labels: list[str], grid: Grid, time: pd.Timestamp, attrs: dict
+) -> None:
     write_dataset(state_dataset(state, labels, grid, time, attrs), path, overwrite=True)
 
 
@@ -80,8 +81,14 @@ def read_state(path: Path, labels: list[str]) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays, axis=1))
 
 
-def write_observations(path: Path, table: dict[str, np.ndarray], labels: list[str], time: pd.Timestamp,
-                       attrs: dict, qc_meanings: str) -> None:  # fmt: skip
+def write_observations(
+    path: Path,
+    table: dict[str, np.ndarray],
+    labels: list[str],
+    time: pd.Timestamp,
+    attrs: dict,
+    qc_meanings: str,
+) -> None:
     """One row per observation: variable, level, position, value, σ_o, O−B, O−A, QC flag."""
     chans = [channel(labels[c]) for c in table["channel"]]
     ds = xr.Dataset(
@@ -125,8 +132,10 @@ def write_scores(path: Path, rows: list[dict], labels: list[str]) -> None:
             data[key] = ((TIME, "channel"), np.asarray(values, dtype=np.float64))
         else:
             data[key] = ((TIME,), np.asarray(values, dtype=np.float64))
-    comment = ("RMSE/bias/spread are area-weighted (weights of mean 1) per window in physical units; "
-               "O-B/O-A statistics over the observations used, in physical units")  # fmt: skip
+    comment = (
+        "RMSE/bias/spread are area-weighted (weights of mean 1) per window in physical units; "
+        "O-B/O-A statistics over the observations used, in physical units"
+    )
     write_scores_dataset(path, data, {TIME: times, "channel": labels}, comment)
 
 

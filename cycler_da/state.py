@@ -106,8 +106,9 @@ def stack_channels(ds: xr.Dataset, labels: list[str] | tuple[str, ...]) -> xr.Da
     return stacked.transpose(*lead, "channel", LATITUDE, LONGITUDE)
 
 
-def to_tensor(ds: xr.Dataset, labels: list[str] | tuple[str, ...],
-              dtype: torch.dtype = torch.float32) -> torch.Tensor:  # fmt: skip
+def to_tensor(
+    ds: xr.Dataset, labels: list[str] | tuple[str, ...], dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Loads the given channels as a tensor ``(..., channel, latitude, longitude)``."""
     values = stack_channels(ds, labels).values
     return torch.as_tensor(np.ascontiguousarray(values), dtype=dtype)

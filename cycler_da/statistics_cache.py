@@ -45,8 +45,15 @@ def truth_norm_stats(
     return NormStats.from_dict(_cached("norm", key, lambda: compute_stats(ds, labels, *period).as_dict()))
 
 
-def forecast_errors(ds: xr.Dataset, labels: list[str], period: tuple[str, str], stats: NormStats, emulator,
-                    lead_hours: int, samples: int) -> np.ndarray:  # fmt: skip
+def forecast_errors(
+    ds: xr.Dataset,
+    labels: list[str],
+    period: tuple[str, str],
+    stats: NormStats,
+    emulator,
+    lead_hours: int,
+    samples: int,
+) -> np.ndarray:
     """Normalised `lead_hours` forecast-minus-truth errors at `samples` evenly spread times of
     `period`, (sample, channel, lat, lon)."""
     times = pd.DatetimeIndex(ds[TIME].sel({TIME: slice(*period)}).values)
@@ -60,10 +67,12 @@ def forecast_errors(ds: xr.Dataset, labels: list[str], period: tuple[str, str], 
     truth = stats.normalise(to_tensor(ds.sel({TIME: chosen}), labels))
     device = next(emulator.parameters()).device
     with torch.inference_mode():
-        forecast = torch.cat([
-            emulator.rollout(chunk.to(device), steps, previous.to(device))[-1].cpu()
-            for chunk, previous in zip(x0.split(32), before.split(32), strict=True)
-        ])  # fmt: skip
+        forecast = torch.cat(
+            [
+                emulator.rollout(chunk.to(device), steps, previous.to(device))[-1].cpu()
+                for chunk, previous in zip(x0.split(32), before.split(32), strict=True)
+            ]
+        )
     return (forecast - truth).double().numpy()
 
 
@@ -84,16 +93,24 @@ class TrainingErrors:
 
     @property
     def key(self) -> dict:
-        return {"source": self.source_key, "channels": self.labels, "period": list(self.period),
-                "checkpoint": self.checkpoint_hash, "lead_hours": self.lead_hours, "samples": self.samples}  # fmt: skip
+        return {
+            "source": self.source_key,
+            "channels": self.labels,
+            "period": list(self.period),
+            "checkpoint": self.checkpoint_hash,
+            "lead_hours": self.lead_hours,
+            "samples": self.samples,
+        }
 
     def statistics(self) -> BackgroundErrorStats:
         """Their standard deviations, channel correlations and fitted correlation length."""
 
         def make() -> dict:
             grid = Grid.from_dataset(self.ds)
-            source = (f"{self.lead_hours}-h forecast errors from the truth at {self.samples} times in "
-                      f"{self.period[0]}..{self.period[1]}")  # fmt: skip
+            source = (
+                f"{self.lead_hours}-h forecast errors from the truth at {self.samples} times in "
+                f"{self.period[0]}..{self.period[1]}"
+            )
             return estimate_stats(self.errors(), grid.latitudes, grid.longitudes, source).as_dict()
 
         return BackgroundErrorStats.from_dict(_cached("berror", self.key, make))
@@ -107,8 +124,9 @@ class TrainingErrors:
                 return np.load(path).astype(np.float64)
             except (OSError, ValueError):
                 pass  # a corrupt cache file is remade
-        errors = forecast_errors(self.ds, self.labels, self.period, self.stats, self.emulator, self.lead_hours,
-                                 self.samples).astype(np.float32)  # fmt: skip
+        errors = forecast_errors(
+            self.ds, self.labels, self.period, self.stats, self.emulator, self.lead_hours, self.samples
+        ).astype(np.float32)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npy")
         np.save(tmp, errors)

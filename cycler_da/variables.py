@@ -110,6 +110,16 @@ def channels(labels: list[str] | tuple[str, ...]) -> tuple[Channel, ...]:
 
 
 DEFAULT_CHANNELS: tuple[str, ...] = (
-    "z500", "z850", "t500", "t850", "u250", "v250", "u500", "v500", "u850", "v850", "msl",
-)  # fmt: skip
+    "z500",
+    "z850",
+    "t500",
+    "t850",
+    "u250",
+    "v250",
+    "u500",
+    "v500",
+    "u850",
+    "v850",
+    "msl",
+)
 NATURE_LEVELS: tuple[int, ...] = (250, 500, 850)

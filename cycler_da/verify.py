@@ -94,8 +94,10 @@ def align(runs: list[Run], common: bool = False) -> list[Run]:
                 f"{run.name} and {first.name} are on different grids ({run.grid.shape} vs {first.grid.shape})"
             )
         if _truth_key(run) != _truth_key(first):
-            raise VerifyError(f"{run.name} and {first.name} verify against different truths: "
-                              f"{_truth_key(run)} vs {_truth_key(first)}")  # fmt: skip
+            raise VerifyError(
+                f"{run.name} and {first.name} verify against different truths: "
+                f"{_truth_key(run)} vs {_truth_key(first)}"
+            )
         if run.labels != first.labels:
             raise VerifyError(
                 f"{run.name} and {first.name} have different channels: {run.labels} vs {first.labels}"
@@ -107,10 +109,14 @@ def align(runs: list[Run], common: bool = False) -> list[Run]:
     if all(len(t) == len(shared) for t in times):
         return runs
     if not common:
-        spans = "; ".join(f"{r.name}: {t[0]:%Y-%m-%d %H}h to {t[-1]:%Y-%m-%d %H}h ({len(t)} windows)"
-                          for r, t in zip(runs, times, strict=True))  # fmt: skip
-        raise VerifyError(f"the runs cover different windows ({spans}); pass --common to compare "
-                          f"them on their {len(shared)} common windows")  # fmt: skip
+        spans = "; ".join(
+            f"{r.name}: {t[0]:%Y-%m-%d %H}h to {t[-1]:%Y-%m-%d %H}h ({len(t)} windows)"
+            for r, t in zip(runs, times, strict=True)
+        )
+        raise VerifyError(
+            f"the runs cover different windows ({spans}); pass --common to compare "
+            f"them on their {len(shared)} common windows"
+        )
     if len(shared) == 0:
         raise VerifyError("the runs have no window in common")
     for run in runs:
@@ -208,8 +214,10 @@ def scores_dataset(runs: list[Run]) -> xr.Dataset:
         )
         parts.append(f.rename({TIME: "forecast_initial_time"}))
     ds = xr.merge(parts, compat="override")
-    ds.attrs.update(Conventions="CF-1.8", comment="cycler verify: scores of the runs along 'run'; "
-                    "physical units; area weights of mean 1")  # fmt: skip
+    ds.attrs.update(
+        Conventions="CF-1.8",
+        comment="cycler verify: scores of the runs along 'run'; physical units; area weights of mean 1",
+    )
     return ds
 
 
@@ -280,12 +288,27 @@ def field_diagnostics(run: Run) -> dict:
                 rank_sum = np.stack(ranks) if rank_sum is None else rank_sum + np.stack(ranks)
         for name, x in states:
             if has_geo:
-                balance[f"geostrophic_{name}"].append(float(metrics.geostrophic_imbalance(
-                    x[index["z500"]], x[index["u500"]], x[index["v500"]], run.grid.latitudes, weights)))  # fmt: skip
+                balance[f"geostrophic_{name}"].append(
+                    float(
+                        metrics.geostrophic_imbalance(
+                            x[index["z500"]], x[index["u500"]], x[index["v500"]], run.grid.latitudes, weights
+                        )
+                    )
+                )
             if has_hydro:
-                balance[f"hydrostatic_{name}"].append(float(metrics.hydrostatic_imbalance(
-                    x[index["z500"]], x[index["z850"]], x[index["t500"]], x[index["t850"]], 500.0, 850.0,
-                    weights)))  # fmt: skip
+                balance[f"hydrostatic_{name}"].append(
+                    float(
+                        metrics.hydrostatic_imbalance(
+                            x[index["z500"]],
+                            x[index["z850"]],
+                            x[index["t500"]],
+                            x[index["t850"]],
+                            500.0,
+                            850.0,
+                            weights,
+                        )
+                    )
+                )
     n = len(times)
     return {
         "mean_increment": increment_sum / n,

@@ -55,8 +55,9 @@ def error_vs_lead(runs, path: Path) -> Path | None:
     if not with_forecasts:
         return None
     labels = _panels(runs[0].labels)
-    fig, axes = plt.subplots(2, len(labels), figsize=(3.9 * len(labels), 6.6), sharex=True, squeeze=False,
-                             constrained_layout=True)  # fmt: skip
+    fig, axes = plt.subplots(
+        2, len(labels), figsize=(3.9 * len(labels), 6.6), sharex=True, squeeze=False, constrained_layout=True
+    )
     for j, label in enumerate(labels):
         for k, run in enumerate(runs):
             if run not in with_forecasts:
@@ -81,8 +82,13 @@ def maps(runs, diagnostics: list[dict], path: Path) -> Path:
     labels = [c for c in ("z500", "t850") if c in runs[0].labels] or runs[0].labels[:2]
     fields = [(f"mean increment {c}", "mean_increment", c) for c in labels]
     fields += [(f"mean analysis error {c}", "analysis_bias", c) for c in labels]
-    fig, axes = plt.subplots(len(runs), len(fields), figsize=(3.9 * len(fields), 2.4 * len(runs) + 0.6),
-                             squeeze=False, constrained_layout=True)  # fmt: skip
+    fig, axes = plt.subplots(
+        len(runs),
+        len(fields),
+        figsize=(3.9 * len(fields), 2.4 * len(runs) + 0.6),
+        squeeze=False,
+        constrained_layout=True,
+    )
     for i, (run, diag) in enumerate(zip(runs, diagnostics, strict=True)):
         lat, lon = run.grid.latitudes, run.grid.longitudes
         for j, (title, key, label) in enumerate(fields):
@@ -99,8 +105,16 @@ def maps(runs, diagnostics: list[dict], path: Path) -> Path:
             if i == 0:
                 ax.set_title(title, fontsize=9)
             if j == 0:
-                ax.text(-0.32, 0.5, f"{run.name}\n({run.method})", transform=ax.transAxes, rotation=90,
-                        ha="center", va="center", fontsize=7)  # fmt: skip
+                ax.text(
+                    -0.32,
+                    0.5,
+                    f"{run.name}\n({run.method})",
+                    transform=ax.transAxes,
+                    rotation=90,
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                )
             ax.set_xlabel("longitude [°E]", fontsize=7)
             ax.set_ylabel("latitude [°N]", fontsize=7)
             ax.tick_params(labelsize=7)
@@ -109,8 +123,9 @@ def maps(runs, diagnostics: list[dict], path: Path) -> Path:
 
 def increment_spectra(runs, diagnostics: list[dict], path: Path) -> Path:
     labels = [c for c in ("z500", "t850", "u250") if c in runs[0].labels] or runs[0].labels[:3]
-    fig, axes = plt.subplots(1, len(labels), figsize=(4.4 * len(labels), 3.6), squeeze=False,
-                             constrained_layout=True)  # fmt: skip
+    fig, axes = plt.subplots(
+        1, len(labels), figsize=(4.4 * len(labels), 3.6), squeeze=False, constrained_layout=True
+    )
     for j, label in enumerate(labels):
         ax = axes[0, j]
         for k, (run, diag) in enumerate(zip(runs, diagnostics, strict=True)):
@@ -132,8 +147,13 @@ def rank_histograms(runs, diagnostics: list[dict], path: Path) -> Path | None:
     if not ensembles:
         return None
     labels = _panels(runs[0].labels)
-    fig, axes = plt.subplots(len(ensembles), len(labels), figsize=(3.4 * len(labels), 2.6 * len(ensembles)),
-                             squeeze=False, constrained_layout=True)  # fmt: skip
+    fig, axes = plt.subplots(
+        len(ensembles),
+        len(labels),
+        figsize=(3.4 * len(labels), 2.6 * len(ensembles)),
+        squeeze=False,
+        constrained_layout=True,
+    )
     for i, (run, diag) in enumerate(ensembles):
         for j, label in enumerate(labels):
             counts = diag["rank_histogram"][run.labels.index(label)]
@@ -145,8 +165,16 @@ def rank_histograms(runs, diagnostics: list[dict], path: Path) -> Path | None:
             ax.axhline(1 / len(counts), color="k", lw=0.8, ls="--", label="flat (calibrated)")
             ax.set_title(label if i == 0 else "", fontsize=9)
             if j == 0:
-                ax.text(-0.3, 0.5, f"{run.name}\n({run.method})", transform=ax.transAxes, rotation=90,
-                        ha="center", va="center", fontsize=7)  # fmt: skip
+                ax.text(
+                    -0.3,
+                    0.5,
+                    f"{run.name}\n({run.method})",
+                    transform=ax.transAxes,
+                    rotation=90,
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                )
             ax.set_xlabel("rank of the truth among the background members", fontsize=7)
             ax.set_ylabel("frequency", fontsize=7)
     axes[0, 0].legend(fontsize=7)

@@ -19,12 +19,19 @@ def print_tables(runs, summaries: list[dict], card: list[dict], console: Console
     for col in ("run", "method", "members", "windows", "period"):
         head.add_column(col)
     for s, r in zip(summaries, runs, strict=True):
-        head.add_row(r.name, s["method"], str(s["members"]), str(s["windows"]),
-                     f"{s['first_window']} … {s['last_window']}")  # fmt: skip
+        head.add_row(
+            r.name,
+            s["method"],
+            str(s["members"]),
+            str(s["windows"]),
+            f"{s['first_window']} … {s['last_window']}",
+        )
     console.print(head)
 
-    table = Table(title="RMSE against the truth: sqrt(time-mean area-weighted MSE), physical units",
-                  title_justify="left")  # fmt: skip
+    table = Table(
+        title="RMSE against the truth: sqrt(time-mean area-weighted MSE), physical units",
+        title_justify="left",
+    )
     table.add_column("run")
     table.add_column("quantity")
     for label in labels:
@@ -41,8 +48,11 @@ def print_tables(runs, summaries: list[dict], card: list[dict], console: Console
     console.print(table)
 
     if any("balance" in s and s["balance"] for s in summaries):
-        bal = Table(title="Balance (time means): ageostrophic wind at 500 hPa poleward of 20° (m/s); "
-                    "850–500 hPa hypsometric residual (m² s⁻²); truth: the same of the true states", title_justify="left")  # fmt: skip
+        bal = Table(
+            title="Balance (time means): ageostrophic wind at 500 hPa poleward of 20° (m/s); "
+            "850–500 hPa hypsometric residual (m² s⁻²); truth: the same of the true states",
+            title_justify="left",
+        )
         keys = [
             f"{b}_{k}" for b in ("geostrophic", "hydrostatic") for k in ("analysis", "increment", "truth")
         ]
@@ -55,9 +65,11 @@ def print_tables(runs, summaries: list[dict], card: list[dict], console: Console
         console.print(bal)
 
     if card:
-        sc = Table(title=f"Scorecard against {runs[0].name}: % RMSE change (negative = better), "
-                   "* p < 0.05 (paired t-test, sample size deflated for lag-1 autocorrelation)",
-                   title_justify="left")  # fmt: skip
+        sc = Table(
+            title=f"Scorecard against {runs[0].name}: % RMSE change (negative = better), "
+            "* p < 0.05 (paired t-test, sample size deflated for lag-1 autocorrelation)",
+            title_justify="left",
+        )
         sc.add_column("run")
         sc.add_column("score")
         for label in labels:

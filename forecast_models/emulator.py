@@ -78,8 +78,9 @@ def _build_unet(config: ArchitectureConfig, labels: list[str], grid_shape: tuple
     if config.pole_sign_flip:
         sign = torch.cat([pole_signs(labels).repeat(config.frames), torch.ones(STATIC_FEATURES)])
     channels = len(labels)
-    return SphereUNet(channels * config.frames + STATIC_FEATURES, channels, config.width, config.depth,
-                      config.blocks, sign)  # fmt: skip
+    return SphereUNet(
+        channels * config.frames + STATIC_FEATURES, channels, config.width, config.depth, config.blocks, sign
+    )
 
 
 def _build_sfno(config: ArchitectureConfig, labels: list[str], grid_shape: tuple[int, int]) -> nn.Module:

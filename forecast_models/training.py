@@ -245,8 +245,13 @@ def train(
             emulator.train()
             order = starts[torch.randperm(pairs, generator=generator)]
             losses = []
-            bar = tqdm(order.split(config.batch_size), total=batches, disable=not progress, leave=False,
-                       desc=f"{phase} epoch {epoch + 1}/{epochs}")  # fmt: skip
+            bar = tqdm(
+                order.split(config.batch_size),
+                total=batches,
+                disable=not progress,
+                leave=False,
+                desc=f"{phase} epoch {epoch + 1}/{epochs}",
+            )
             for i, idx in enumerate(bar):
                 for group in optimiser.param_groups:
                     group["lr"] = _lr_at(epoch * batches + i, epochs * batches, peak)

@@ -36,8 +36,9 @@ def spherical_pad(x: Tensor, pad: int, pole_sign: Tensor | None = None) -> Tenso
 class SphereConv(nn.Module):
     """A 3×3 (or k×k) convolution with spherical padding."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
-                 pole_sign: Tensor | None = None):  # fmt: skip
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int = 3, pole_sign: Tensor | None = None
+    ):
         super().__init__()
         self.pad = kernel_size // 2
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size)
@@ -75,8 +76,15 @@ class SphereUNet(nn.Module):
             :func:`spherical_pad`); None keeps them as they are.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, width: int = 32, depth: int = 2, blocks: int = 2,
-                 pole_sign: Tensor | None = None):  # fmt: skip
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        width: int = 32,
+        depth: int = 2,
+        blocks: int = 2,
+        pole_sign: Tensor | None = None,
+    ):
         super().__init__()
         widths = [width * 2**i for i in range(depth + 1)]
         self.depth = depth

@@ -53,8 +53,13 @@ class LatentSpace(nn.Module):
             :meth:`fit_anomalies` and kept in the checkpoint).
     """
 
-    def __init__(self, autoencoder: Autoencoder, latent_mean: Tensor | None = None,
-                 latent_std: Tensor | None = None, anomalies: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        autoencoder: Autoencoder,
+        latent_mean: Tensor | None = None,
+        latent_std: Tensor | None = None,
+        anomalies: bool = False,
+    ):
         super().__init__()
         self.autoencoder = autoencoder
         c = autoencoder.latent_channels
@@ -70,8 +75,9 @@ class LatentSpace(nn.Module):
 
     @classmethod
     def build(cls, config: AutoencoderConfig, labels, latitudes: np.ndarray) -> LatentSpace:
-        net = Autoencoder(len(labels), latitudes, config.latent_channels, config.width, config.blocks,
-                          pole_signs(labels))  # fmt: skip
+        net = Autoencoder(
+            len(labels), latitudes, config.latent_channels, config.width, config.blocks, pole_signs(labels)
+        )
         return cls(net, anomalies=config.anomalies)
 
     def to_autoencoder(self, x: Tensor) -> Tensor:

@@ -39,9 +39,17 @@ class LatentThreeDVar(LatentSampler):
 
     name = "latent-3dvar"
 
-    def __init__(self, space: LatentSpace, error_samples: Tensor, b_scale: float = 1.0, max_iterations: int = 50,
-                 tolerance: float = 1e-5, background_residual: float = 0.5, residual: ResidualAnalysis | None = None,
-                 batch: int = 60):  # fmt: skip
+    def __init__(
+        self,
+        space: LatentSpace,
+        error_samples: Tensor,
+        b_scale: float = 1.0,
+        max_iterations: int = 50,
+        tolerance: float = 1e-5,
+        background_residual: float = 0.5,
+        residual: ResidualAnalysis | None = None,
+        batch: int = 60,
+    ):
         super().__init__(space, None, None, background_residual=background_residual, residual=residual)
         if b_scale <= 0:
             raise ValueError(f"b_scale must be positive; got {b_scale}")
@@ -69,16 +77,23 @@ class LatentThreeDVar(LatentSampler):
     def diagnostics(self) -> dict[str, float]:
         return {"iterations": float(self.iterations)}
 
-    def sample_latent(self, z_b: Tensor, observations: Observations | None,
-                      generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
+    def sample_latent(
+        self, z_b: Tensor, observations: Observations | None, generator: torch.Generator | None = None
+    ) -> Tensor:
         if observations is None or len(observations) == 0:
             self.iterations = 0
             return z_b
         sigma = self.latent_std(self.background, z_b)
         v = torch.zeros_like(z_b, requires_grad=True)
-        optimiser = torch.optim.LBFGS([v], lr=1, max_iter=self.max_iterations, history_size=20,
-                                      tolerance_grad=self.tolerance, tolerance_change=1e-12,
-                                      line_search_fn="strong_wolfe")  # fmt: skip
+        optimiser = torch.optim.LBFGS(
+            [v],
+            lr=1,
+            max_iter=self.max_iterations,
+            history_size=20,
+            tolerance_grad=self.tolerance,
+            tolerance_change=1e-12,
+            line_search_fn="strong_wolfe",
+        )
 
         def cost() -> Tensor:
             optimiser.zero_grad()

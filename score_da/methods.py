@@ -23,12 +23,21 @@ def _check(context: MethodContext, name: str, manifest: dict) -> None:
     """Refuses weights made for other channels, grids or normalisation than the run's."""
     if context.normalisation is None:
         if list(manifest["channels"]) != list(context.channels):
-            raise CheckpointError(f"{name} was trained on channels {manifest['channels']}, "
-                                  f"but the run has {list(context.channels)}")  # fmt: skip
+            raise CheckpointError(
+                f"{name} was trained on channels {manifest['channels']}, "
+                f"but the run has {list(context.channels)}"
+            )
     else:
         stats = context.normalisation
-        check_compatible(manifest, context.channels, context.latitudes, context.longitudes, stats.mean,
-                         stats.std, name=name)  # fmt: skip
+        check_compatible(
+            manifest,
+            context.channels,
+            context.latitudes,
+            context.longitudes,
+            stats.mean,
+            stats.std,
+            name=name,
+        )
 
 
 def _components(context: MethodContext, vae: str, prior: str):
@@ -51,13 +60,21 @@ def _error_samples(context: MethodContext, what: str) -> torch.Tensor:
     return torch.as_tensor(context.error_samples(what), dtype=torch.float32, device=context.device)
 
 
-def _residual(context: MethodContext, space, enabled: bool, b_scale: float,
-              localization_km: float) -> ResidualAnalysis | None:  # fmt: skip
+def _residual(
+    context: MethodContext, space, enabled: bool, b_scale: float, localization_km: float
+) -> ResidualAnalysis | None:
     """The B_r 3D-Var of what the autoencoder cannot represent (residual_analysis), or None."""
     if not enabled:
         return None
-    return ResidualAnalysis(space, _error_samples(context, "residual_analysis"), context.latitudes,
-                            context.longitudes, localization_km, b_scale, device=context.device)  # fmt: skip
+    return ResidualAnalysis(
+        space,
+        _error_samples(context, "residual_analysis"),
+        context.latitudes,
+        context.longitudes,
+        localization_km,
+        b_scale,
+        device=context.device,
+    )
 
 
 # LO-SDA's posterior draws averaged into the analysis of a one-member run.
@@ -65,11 +82,22 @@ DETERMINISTIC_SAMPLES = 4
 
 
 @register("dps")
-def _dps(context: MethodContext, vae: str = "default", prior: str = "default", steps: int = 32,
-         lead_hours: float = 6.0, scale: float = 1.0, corrections: int = 0, tau: float = 0.5,
-         stochastic: bool = True, background_residual: float = 0.5, samples: int = 1,
-         residual_analysis: bool = False, residual_b_scale: float = 1.0,
-         residual_localization_km: float = 1500.0) -> DPS:  # fmt: skip
+def _dps(
+    context: MethodContext,
+    vae: str = "default",
+    prior: str = "default",
+    steps: int = 32,
+    lead_hours: float = 6.0,
+    scale: float = 1.0,
+    corrections: int = 0,
+    tau: float = 0.5,
+    stochastic: bool = True,
+    background_residual: float = 0.5,
+    samples: int = 1,
+    residual_analysis: bool = False,
+    residual_b_scale: float = 1.0,
+    residual_localization_km: float = 1500.0,
+) -> DPS:
     # lead_hours: the background's lead the prior is conditioned on: 6 in a 6-hourly cycle,
     # 48 in the seed protocol. scale: ζ of the DPS step (0 samples the prior alone); 1.0 was the
     # best of 0, 0.5, 1 and 2 in benchmarks/tune_score_da.py (3-day cycles, 5 % columns).
@@ -77,18 +105,46 @@ def _dps(context: MethodContext, vae: str = "default", prior: str = "default", s
     # 0.5 over 30-day cycles: z500 113.0 / 270.4 at 5 % / 1 % columns, against 129.6 / 327.5 at 0.
     space, denoiser, schedule = _components(context, vae, prior)
     residual = _residual(context, space, residual_analysis, residual_b_scale, residual_localization_km)
-    return DPS(space, denoiser, schedule, steps, lead_hours, corrections, tau, stochastic, background_residual,
-               samples, residual, scale=scale)  # fmt: skip
+    return DPS(
+        space,
+        denoiser,
+        schedule,
+        steps,
+        lead_hours,
+        corrections,
+        tau,
+        stochastic,
+        background_residual,
+        samples,
+        residual,
+        scale=scale,
+    )
 
 
 @register("lo-sda")
-def _lo_sda(context: MethodContext, vae: str = "default", prior: str = "default", steps: int = 32,
-            lead_hours: float = 6.0, corrections: int = 0, tau: float = 0.5, stochastic: bool = False,
-            optimise_below: float = 0.6, inner_steps: int = 5, lr: float = 0.05, proximal: float = 1.0,
-            polish_steps: int = 30, polish_proximal: float = 0.1, fit_target: float = 0.7,
-            optimizer: str = "lbfgs", background_residual: float = 0.5, samples: int | None = None,
-            residual_analysis: bool = True, residual_b_scale: float = 1.5,
-            residual_localization_km: float = 1500.0) -> LOSDA:  # fmt: skip
+def _lo_sda(
+    context: MethodContext,
+    vae: str = "default",
+    prior: str = "default",
+    steps: int = 32,
+    lead_hours: float = 6.0,
+    corrections: int = 0,
+    tau: float = 0.5,
+    stochastic: bool = False,
+    optimise_below: float = 0.6,
+    inner_steps: int = 5,
+    lr: float = 0.05,
+    proximal: float = 1.0,
+    polish_steps: int = 30,
+    polish_proximal: float = 0.1,
+    fit_target: float = 0.7,
+    optimizer: str = "lbfgs",
+    background_residual: float = 0.5,
+    samples: int | None = None,
+    residual_analysis: bool = True,
+    residual_b_scale: float = 1.5,
+    residual_localization_km: float = 1500.0,
+) -> LOSDA:
     # benchmarks/tune_score_da.py: proximal and optimise_below hardly matter (the late steps, the
     # polish and the χ²/m stop decide the analysis); fit_target 0.7 is a little better at 1.3x
     # the cost (3-day cycles; the default since 2026-12-05, below); Adam is worse than L-BFGS;
@@ -113,16 +169,41 @@ def _lo_sda(context: MethodContext, vae: str = "default", prior: str = "default"
         samples = DETERMINISTIC_SAMPLES if context.members == 1 else 1
     space, denoiser, schedule = _components(context, vae, prior)
     residual = _residual(context, space, residual_analysis, residual_b_scale, residual_localization_km)
-    return LOSDA(space, denoiser, schedule, steps, lead_hours, corrections, tau, stochastic, background_residual,
-                 samples, residual, optimise_below=optimise_below, inner_steps=inner_steps, lr=lr, proximal=proximal,
-                 polish_steps=polish_steps, polish_proximal=polish_proximal, fit_target=fit_target,
-                 optimizer=optimizer)  # fmt: skip
+    return LOSDA(
+        space,
+        denoiser,
+        schedule,
+        steps,
+        lead_hours,
+        corrections,
+        tau,
+        stochastic,
+        background_residual,
+        samples,
+        residual,
+        optimise_below=optimise_below,
+        inner_steps=inner_steps,
+        lr=lr,
+        proximal=proximal,
+        polish_steps=polish_steps,
+        polish_proximal=polish_proximal,
+        fit_target=fit_target,
+        optimizer=optimizer,
+    )
 
 
 @register("latent-3dvar")
-def _latent_3dvar(context: MethodContext, vae: str = "default", b_scale: float = 3.0, max_iterations: int = 50,
-                  tolerance: float = 1e-5, background_residual: float = 0.5, residual_analysis: bool = False,
-                  residual_b_scale: float = 1.0, residual_localization_km: float = 1500.0) -> LatentThreeDVar:  # fmt: skip
+def _latent_3dvar(
+    context: MethodContext,
+    vae: str = "default",
+    b_scale: float = 3.0,
+    max_iterations: int = 50,
+    tolerance: float = 1e-5,
+    background_residual: float = 0.5,
+    residual_analysis: bool = False,
+    residual_b_scale: float = 1.0,
+    residual_localization_km: float = 1500.0,
+) -> LatentThreeDVar:
     # L3DVar: the 3D-Var of the autoencoder's latents with a diagonal B_z, the latent image of the
     # training-set 24-h errors behind the 3dvar baseline's B; LO-SDA with a Gaussian prior in
     # place of the diffusion model (same autoencoder, background_residual, H and R). b_scale from

@@ -39,8 +39,15 @@ class Autoencoder(nn.Module):
         pole_sign: (channels,) -1 for wind components (reversed across the poles), or None.
     """
 
-    def __init__(self, channels: int, latitudes: np.ndarray, latent_channels: int = 12, width: int = 32,
-                 blocks: int = 1, pole_sign: Tensor | None = None):  # fmt: skip
+    def __init__(
+        self,
+        channels: int,
+        latitudes: np.ndarray,
+        latent_channels: int = 12,
+        width: int = 32,
+        blocks: int = 1,
+        pole_sign: Tensor | None = None,
+    ):
         super().__init__()
         if len(latitudes) % 2:
             raise ValueError("the autoencoder halves the grid: it needs an even number of latitudes")
@@ -125,8 +132,16 @@ class Denoiser(nn.Module):
     and the network's error reaches ẑ0 only times σ_t, not σ_t/μ_t.
     """
 
-    def __init__(self, latent_channels: int, latitudes: np.ndarray, width: int = 64, depth: int = 2,
-                 blocks: int = 2, embedding: int = 128, eta: float = 1e-3):  # fmt: skip
+    def __init__(
+        self,
+        latent_channels: int,
+        latitudes: np.ndarray,
+        width: int = 64,
+        depth: int = 2,
+        blocks: int = 2,
+        embedding: int = 128,
+        eta: float = 1e-3,
+    ):
         super().__init__()
         self.latent_channels, self.depth, self.embedding = latent_channels, depth, embedding
         self.schedule = VPSchedule(eta)

@@ -41,17 +41,32 @@ class ResidualAnalysis:
         device: Where the samples and B_r's factors live.
     """
 
-    def __init__(self, space: LatentSpace, error_samples: Tensor, latitudes: np.ndarray, longitudes: np.ndarray,
-                 localization_km: float = 1500.0, b_scale: float = 1.0, max_iterations: int = 50,
-                 batch: int = 60, device: str | torch.device = "cpu"):  # fmt: skip
+    def __init__(
+        self,
+        space: LatentSpace,
+        error_samples: Tensor,
+        latitudes: np.ndarray,
+        longitudes: np.ndarray,
+        localization_km: float = 1500.0,
+        b_scale: float = 1.0,
+        max_iterations: int = 50,
+        batch: int = 60,
+        device: str | torch.device = "cpu",
+    ):
         if b_scale <= 0 or localization_km <= 0:
             raise ValueError(
                 f"residual b_scale and localization_km must be positive; got {b_scale}, {localization_km}"
             )
         self.space, self.batch = space, batch
         self.errors = error_samples.float().to(device)
-        self.transform = EnsembleControlTransform(error_samples.double().cpu().numpy(), latitudes, longitudes,
-                                                  localization_km, b_scale, device=device)  # fmt: skip
+        self.transform = EnsembleControlTransform(
+            error_samples.double().cpu().numpy(),
+            latitudes,
+            longitudes,
+            localization_km,
+            b_scale,
+            device=device,
+        )
         self.max_iterations = max_iterations
 
     @torch.no_grad()
@@ -71,6 +86,8 @@ class ResidualAnalysis:
             return state, {"residual_iterations": 0.0, "residual_cost_reduction": 0.0}
         transform = self.transform.with_samples(self.unrepresented(background))
         result = ThreeDVar(transform, self.max_iterations).analyse(state, observations)
-        return result.state, {"residual_iterations": result.diagnostics["iterations"],
-                              "residual_cost_reduction": 1 - result.diagnostics["cost_final"]
-                              / max(result.diagnostics["cost_initial"], 1e-30)}  # fmt: skip
+        return result.state, {
+            "residual_iterations": result.diagnostics["iterations"],
+            "residual_cost_reduction": 1
+            - result.diagnostics["cost_final"] / max(result.diagnostics["cost_initial"], 1e-30),
+        }

@@ -59,9 +59,20 @@ class LatentSampler:
 
     name = "latent sampler"
 
-    def __init__(self, space: LatentSpace, denoiser: Denoiser, schedule: VPSchedule, steps: int = 32,
-                 lead_hours: float = 6.0, corrections: int = 0, tau: float = 0.5, stochastic: bool = True,
-                 background_residual: float = 0.5, samples: int = 1, residual: ResidualAnalysis | None = None):  # fmt: skip
+    def __init__(
+        self,
+        space: LatentSpace,
+        denoiser: Denoiser,
+        schedule: VPSchedule,
+        steps: int = 32,
+        lead_hours: float = 6.0,
+        corrections: int = 0,
+        tau: float = 0.5,
+        stochastic: bool = True,
+        background_residual: float = 0.5,
+        samples: int = 1,
+        residual: ResidualAnalysis | None = None,
+    ):
         if steps < 1:
             raise ValueError(f"steps must be >= 1; got {steps}")
         if lead_hours <= 0:
@@ -101,8 +112,15 @@ class LatentSampler:
     def noise(self, like: Tensor, generator: torch.Generator | None) -> Tensor:
         return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
 
-    def step(self, z_t: Tensor, z0: Tensor, eps: Tensor, t: Tensor, t_next: Tensor,
-             generator: torch.Generator | None) -> Tensor:  # fmt: skip
+    def step(
+        self,
+        z_t: Tensor,
+        z0: Tensor,
+        eps: Tensor,
+        t: Tensor,
+        t_next: Tensor,
+        generator: torch.Generator | None,
+    ) -> Tensor:
         """z_{t_next} from z_t given a clean-latent estimate and its noise.
 
         Deterministic: ``μ' z0 + σ' ε``; stochastic: DDPM-like, a fresh draw mixed in with
@@ -145,8 +163,9 @@ class LatentSampler:
         r = (y - observations.operator(state)) / observations.error_std.to(state)
         return 0.5 * r.square().sum(dim=1)
 
-    def sample_latent(self, z_b: Tensor, observations: Observations | None,
-                      generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
+    def sample_latent(
+        self, z_b: Tensor, observations: Observations | None, generator: torch.Generator | None = None
+    ) -> Tensor:
         """One posterior latent per background latent (the method's own reverse process)."""
         raise NotImplementedError
 
@@ -154,8 +173,9 @@ class LatentSampler:
         """The method's own per-window counters, besides nfe, χ²/m and seconds."""
         return {}
 
-    def analyse(self, background: Tensor, observations: Observations, *,
-                generator: torch.Generator | None = None) -> Analysis:  # fmt: skip
+    def analyse(
+        self, background: Tensor, observations: Observations, *, generator: torch.Generator | None = None
+    ) -> Analysis:
         began, self.nfe = time.perf_counter(), 0
         members = background.shape[0]
         draws = background.repeat_interleave(self.samples, dim=0) if self.samples > 1 else background
@@ -172,8 +192,16 @@ class LatentSampler:
         with torch.no_grad():
             state = self.checked(decoded.to(background.dtype), self.name)
             chi2 = float((2 * self.state_misfit(decoded, observations)).mean() / max(len(observations), 1))
-        return Analysis(state, {"nfe": float(self.nfe), **self.diagnostics(), **extra, "chi2_per_obs": chi2,
-                                "seconds": time.perf_counter() - began})  # fmt: skip
+        return Analysis(
+            state,
+            {
+                "nfe": float(self.nfe),
+                **self.diagnostics(),
+                **extra,
+                "chi2_per_obs": chi2,
+                "seconds": time.perf_counter() - began,
+            },
+        )
 
 
 class DPS(LatentSampler):
@@ -187,8 +215,9 @@ class DPS(LatentSampler):
             raise ValueError(f"scale must be >= 0; got {scale}")
         self.scale = scale
 
-    def sample_latent(self, z_b: Tensor, observations: Observations | None,
-                      generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
+    def sample_latent(
+        self, z_b: Tensor, observations: Observations | None, generator: torch.Generator | None = None
+    ) -> Tensor:
         """One latent sample per background latent; without observations, a sample of the prior."""
         guided = self.scale > 0 and observations is not None
         z = self.noise(z_b, generator)
@@ -230,9 +259,19 @@ class LOSDA(LatentSampler):
 
     name = "lo-sda"
 
-    def __init__(self, *args, optimise_below: float = 0.6, inner_steps: int = 5, lr: float = 0.05,
-                 proximal: float = 1.0, polish_steps: int = 30, polish_proximal: float = 0.1,
-                 fit_target: float = 1.0, optimizer: str = "lbfgs", **kwargs):  # fmt: skip
+    def __init__(
+        self,
+        *args,
+        optimise_below: float = 0.6,
+        inner_steps: int = 5,
+        lr: float = 0.05,
+        proximal: float = 1.0,
+        polish_steps: int = 30,
+        polish_proximal: float = 0.1,
+        fit_target: float = 1.0,
+        optimizer: str = "lbfgs",
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         if optimizer not in ("lbfgs", "adam"):
             raise ValueError(f"optimizer must be 'lbfgs' or 'adam'; got {optimizer!r}")
@@ -288,8 +327,9 @@ class LOSDA(LatentSampler):
     def diagnostics(self) -> dict[str, float]:
         return {"decoder_evaluations": float(self.decoder_evaluations)}
 
-    def sample_latent(self, z_b: Tensor, observations: Observations | None,
-                      generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
+    def sample_latent(
+        self, z_b: Tensor, observations: Observations | None, generator: torch.Generator | None = None
+    ) -> Tensor:
         self.decoder_evaluations = 0
         s = self.schedule
         with torch.no_grad():

@@ -90,8 +90,14 @@ def _series(data: ForecastDataConfig, device: str, progress: bool):
     return stats.normalise(train).to(device), stats.normalise(valid).to(device), stats, grid, weights
 
 
-def train_vae(config: VaeTrainingConfig, out: Path, device: str = "cpu", resume: bool = False,
-              progress: bool = True, command: str = "") -> dict:  # fmt: skip
+def train_vae(
+    config: VaeTrainingConfig,
+    out: Path,
+    device: str = "cpu",
+    resume: bool = False,
+    progress: bool = True,
+    command: str = "",
+) -> dict:
     """Trains the autoencoder on the truth's training years; writes `out`; returns its manifest."""
     state_path = out.with_name(out.name + ".train-state")
     if state_path.exists() and not resume:
@@ -133,8 +139,11 @@ def load_latent_space(path: str | Path = "default", device: str = "cpu") -> tupl
     path = checkpoint.resolve(path, "vae")
     manifest, state = checkpoint.read(path, "vae")
     # Manifests from before `anomalies` lack the key: the config's default (plain states) applies.
-    space = LatentSpace.build(AutoencoderConfig(**manifest["architecture"]), manifest["channels"],
-                              np.asarray(manifest["grid"]["latitudes"]))  # fmt: skip
+    space = LatentSpace.build(
+        AutoencoderConfig(**manifest["architecture"]),
+        manifest["channels"],
+        np.asarray(manifest["grid"]["latitudes"]),
+    )
     space = checkpoint.load_into(space, state, path)
     return space.to(device), manifest
 
@@ -148,8 +157,14 @@ def load_prior(path: str | Path = "default", device: str = "cpu") -> tuple[Denoi
     return checkpoint.load_into(denoiser, state, path).to(device), denoiser.schedule, manifest
 
 
-def train_prior_model(config: PriorTrainingConfig, out: Path, device: str = "cpu", resume: bool = False,
-                      progress: bool = True, command: str = "") -> dict:  # fmt: skip
+def train_prior_model(
+    config: PriorTrainingConfig,
+    out: Path,
+    device: str = "cpu",
+    resume: bool = False,
+    progress: bool = True,
+    command: str = "",
+) -> dict:
     """Makes the pairs, trains the conditional prior, writes `out`; returns its manifest."""
     from forecast_models.checkpoint import check_compatible, load_checkpoint, resolve_checkpoint
 

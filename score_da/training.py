@@ -140,9 +140,15 @@ def _resume(path: Path | None, config: dict) -> dict | None:
     return saved
 
 
-def train_autoencoder(space: LatentSpace, train_series: Tensor, valid_series: Tensor, weights: Tensor,
-                      config: AutoencoderTraining, state_path: Path | None = None,
-                      progress: bool = True) -> History:  # fmt: skip
+def train_autoencoder(
+    space: LatentSpace,
+    train_series: Tensor,
+    valid_series: Tensor,
+    weights: Tensor,
+    config: AutoencoderTraining,
+    state_path: Path | None = None,
+    progress: bool = True,
+) -> History:
     """Trains the autoencoder in place, then fits the latent standardisation on `train_series`.
 
     An anomaly space is first fitted to `train_series`; its loss is then on the anomaly scale."""
@@ -166,8 +172,13 @@ def train_autoencoder(space: LatentSpace, train_series: Tensor, valid_series: Te
         net.train()
         losses = []
         order = torch.randperm(train_series.shape[0], generator=generator)
-        bar = tqdm(order.split(config.batch_size), total=batches, disable=not progress, leave=False,
-                   desc=f"vae epoch {epoch + 1}/{config.epochs}")  # fmt: skip
+        bar = tqdm(
+            order.split(config.batch_size),
+            total=batches,
+            disable=not progress,
+            leave=False,
+            desc=f"vae epoch {epoch + 1}/{config.epochs}",
+        )
         for i, idx in enumerate(bar):
             for group in optimiser.param_groups:
                 group["lr"] = learning_rate(epoch * batches + i, config.epochs * batches, config.lr)
@@ -189,19 +200,31 @@ def train_autoencoder(space: LatentSpace, train_series: Tensor, valid_series: Te
             losses.append((float(recon.detach()), float(kl.detach())))
             bar.set_postfix(mse=f"{np.mean([r for r, _ in losses[-50:]]):.5f}")
         valid = reconstruction_rmse(space, valid_series, weights)
-        record = {"epoch": epoch + 1, "train_mse": float(np.mean([r for r, _ in losses])),
-                  "train_kl": float(np.mean([k for _, k in losses])),
-                  "valid_rmse": [float(v) for v in valid], "valid_rmse_mean": float(valid.mean()),
-                  "seconds": time.perf_counter() - began}  # fmt: skip
+        record = {
+            "epoch": epoch + 1,
+            "train_mse": float(np.mean([r for r, _ in losses])),
+            "train_kl": float(np.mean([k for _, k in losses])),
+            "valid_rmse": [float(v) for v in valid],
+            "valid_rmse_mean": float(valid.mean()),
+            "seconds": time.perf_counter() - began,
+        }
         history.records.append(record)
         history.wall_seconds += record["seconds"]
         if progress:
-            tqdm.write(f"vae epoch {epoch + 1}/{config.epochs}: train MSE {record['train_mse']:.5f}, "
-                       f"valid reconstruction RMSE (normalised, mean over channels) "
-                       f"{record['valid_rmse_mean']:.4f} [{record['seconds']:.0f} s]")  # fmt: skip
-        _save(state_path, network=net.state_dict(), optimiser=optimiser.state_dict(),
-              generator=generator.get_state(), config=config.as_dict(), records=history.records,
-              wall_seconds=history.wall_seconds)  # fmt: skip
+            tqdm.write(
+                f"vae epoch {epoch + 1}/{config.epochs}: train MSE {record['train_mse']:.5f}, "
+                f"valid reconstruction RMSE (normalised, mean over channels) "
+                f"{record['valid_rmse_mean']:.4f} [{record['seconds']:.0f} s]"
+            )
+        _save(
+            state_path,
+            network=net.state_dict(),
+            optimiser=optimiser.state_dict(),
+            generator=generator.get_state(),
+            config=config.as_dict(),
+            records=history.records,
+            wall_seconds=history.wall_seconds,
+        )
     space.fit_standardisation(train_series)
     return history
 
@@ -227,9 +250,17 @@ class Pairs:
 
 
 @torch.no_grad()
-def forecast_pairs(emulator, space: LatentSpace, series: Tensor, leads: tuple[int, ...] = LEADS_HOURS,
-                   perturb: Callable[[int, torch.Generator], Tensor] | None = None, seed: int = 0,
-                   stride: int = 1, batch: int = 64, progress: bool = True) -> Pairs:  # fmt: skip
+def forecast_pairs(
+    emulator,
+    space: LatentSpace,
+    series: Tensor,
+    leads: tuple[int, ...] = LEADS_HOURS,
+    perturb: Callable[[int, torch.Generator], Tensor] | None = None,
+    seed: int = 0,
+    stride: int = 1,
+    batch: int = 64,
+    progress: bool = True,
+) -> Pairs:
     """(background, truth) latent pairs from forecasts of a normalised series.
 
     Every start time gives one forecast per lead from the truth and, with `perturb` (which
@@ -268,8 +299,9 @@ def forecast_pairs(emulator, space: LatentSpace, series: Tensor, leads: tuple[in
     return Pairs(truth, torch.cat(index), torch.cat(backgrounds), torch.cat(lead_hours))
 
 
-def denoising_loss(denoiser: Denoiser, schedule: VPSchedule, z: Tensor, z_b: Tensor, lead: Tensor,
-                   generator: torch.Generator) -> Tensor:  # fmt: skip
+def denoising_loss(
+    denoiser: Denoiser, schedule: VPSchedule, z: Tensor, z_b: Tensor, lead: Tensor, generator: torch.Generator
+) -> Tensor:
     t = torch.rand(z.shape[0], generator=generator).to(z)
     eps = torch.randn(z.shape, generator=generator).to(z)
     z_t = schedule.mu(t)[:, None, None, None] * z + schedule.sigma(t)[:, None, None, None] * eps
@@ -291,8 +323,16 @@ def validation_loss(
     return total / len(pairs)
 
 
-def train_prior(denoiser: Denoiser, ema: Denoiser, schedule: VPSchedule, pairs: Pairs, valid: Pairs,
-                config: PriorTraining, state_path: Path | None = None, progress: bool = True) -> History:  # fmt: skip
+def train_prior(
+    denoiser: Denoiser,
+    ema: Denoiser,
+    schedule: VPSchedule,
+    pairs: Pairs,
+    valid: Pairs,
+    config: PriorTraining,
+    state_path: Path | None = None,
+    progress: bool = True,
+) -> History:
     """Trains `denoiser` with the ε-loss; `ema` follows its exponential moving average."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -329,17 +369,30 @@ def train_prior(denoiser: Denoiser, ema: Denoiser, schedule: VPSchedule, pairs: 
         losses.append(float(loss.detach()))
         bar.update(1)
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
-            record = {"step": step + 1, "train_loss": float(np.mean(losses)),
-                      "valid_loss_ema": validation_loss(ema, schedule, valid),
-                      "seconds": time.perf_counter() - began}  # fmt: skip
+            record = {
+                "step": step + 1,
+                "train_loss": float(np.mean(losses)),
+                "valid_loss_ema": validation_loss(ema, schedule, valid),
+                "seconds": time.perf_counter() - began,
+            }
             history.records.append(record)
             history.wall_seconds += record["seconds"]
             if progress:
-                tqdm.write(f"prior step {step + 1}/{config.steps}: train ε-loss {record['train_loss']:.4f}, "
-                           f"valid ε-loss (EMA) {record['valid_loss_ema']:.4f} [{record['seconds']:.0f} s]")  # fmt: skip
-            _save(state_path, network=denoiser.state_dict(), ema=ema.state_dict(),
-                  optimiser=optimiser.state_dict(), generator=generator.get_state(), config=config.as_dict(),
-                  records=history.records, wall_seconds=history.wall_seconds, step=step + 1)  # fmt: skip
+                tqdm.write(
+                    f"prior step {step + 1}/{config.steps}: train ε-loss {record['train_loss']:.4f}, "
+                    f"valid ε-loss (EMA) {record['valid_loss_ema']:.4f} [{record['seconds']:.0f} s]"
+                )
+            _save(
+                state_path,
+                network=denoiser.state_dict(),
+                ema=ema.state_dict(),
+                optimiser=optimiser.state_dict(),
+                generator=generator.get_state(),
+                config=config.as_dict(),
+                records=history.records,
+                wall_seconds=history.wall_seconds,
+                step=step + 1,
+            )
             began, losses = time.perf_counter(), []
     bar.close()
     return history

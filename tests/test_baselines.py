@@ -33,8 +33,13 @@ def _stats() -> BackgroundErrorStats:
 
 def _observations(n: int = 12, seed: int = 0) -> tuple[Observations, torch.Tensor]:
     rng = np.random.default_rng(seed)
-    h = PointObservationOperator(rng.integers(0, CHANNELS, n), rng.uniform(-80, 80, n), rng.uniform(0, 360, n),
-                                 GRID.latitudes, GRID.longitudes)  # fmt: skip
+    h = PointObservationOperator(
+        rng.integers(0, CHANNELS, n),
+        rng.uniform(-80, 80, n),
+        rng.uniform(0, 360, n),
+        GRID.latitudes,
+        GRID.longitudes,
+    )
     y = torch.as_tensor(rng.normal(size=n))
     sigma = torch.as_tensor(rng.uniform(0.2, 0.6, n))
     return Observations(y, sigma, h), _dense(h)
@@ -84,8 +89,13 @@ def test_adaptive_3dvar_recovers_the_innovation_variance_and_stays_blue():
     transform = ControlTransform(_stats(), GRID.latitudes, GRID.longitudes)
     lat, lon = np.meshgrid(GRID.latitudes, GRID.longitudes, indexing="ij")
     channel = np.repeat(np.arange(CHANNELS), lat.size)
-    h = PointObservationOperator(channel, np.tile(lat.ravel(), CHANNELS), np.tile(lon.ravel(), CHANNELS),
-                                 GRID.latitudes, GRID.longitudes)  # fmt: skip
+    h = PointObservationOperator(
+        channel,
+        np.tile(lat.ravel(), CHANNELS),
+        np.tile(lon.ravel(), CHANNELS),
+        GRID.latitudes,
+        GRID.longitudes,
+    )
     sigma_o = torch.full((len(channel),), 0.3, dtype=torch.float64)
     true_factors = torch.tensor([4.0, 0.5], dtype=torch.float64)
     var = ThreeDVar(transform, max_iterations=200, tolerance=1e-10, adaptive_variance=True)
@@ -122,8 +132,9 @@ def test_control_transform_reproduces_statistics():
 
 def test_ensemble_transform_is_the_localised_sample_covariance():
     samples = _error_samples()
-    full = EnsembleControlTransform(samples, GRID.latitudes, GRID.longitudes, 3000.0, scale=2.0,
-                                    localization_variance=1.0)  # fmt: skip
+    full = EnsembleControlTransform(
+        samples, GRID.latitudes, GRID.longitudes, 3000.0, scale=2.0, localization_variance=1.0
+    )
     x = samples - samples.mean(0)
     x = x.reshape(x.shape[0], -1)
     sample_b = 4.0 * x.T @ x / (x.shape[0] - 1)
@@ -138,11 +149,13 @@ def test_ensemble_transform_is_the_localised_sample_covariance():
     assert b[0, 1, 3, 1, 1, 4] > 0.5 * b[0, 1, 3, 1, 1, 3]
     # Truncating the localisation's spectrum shrinks the control vector and keeps diag(B)
     # consistent with sigma (which adaptive variances use).
-    truncated = EnsembleControlTransform(samples, GRID.latitudes, GRID.longitudes, 3000.0,
-                                         localization_variance=0.9)  # fmt: skip
+    truncated = EnsembleControlTransform(
+        samples, GRID.latitudes, GRID.longitudes, 3000.0, localization_variance=0.9
+    )
     assert truncated.shape[1] < GRID.latitudes.size * GRID.longitudes.size
-    np.testing.assert_allclose(torch.diag(truncated.dense()).numpy(), truncated.sigma.numpy().ravel() ** 2,
-                               rtol=1e-10)  # fmt: skip
+    np.testing.assert_allclose(
+        torch.diag(truncated.dense()).numpy(), truncated.sigma.numpy().ravel() ** 2, rtol=1e-10
+    )
     with pytest.raises(ValueError, match="at least 2 error samples"):
         EnsembleControlTransform(samples[:1], GRID.latitudes, GRID.longitudes, 3000.0)
 
@@ -268,8 +281,13 @@ def test_letkf_adaptive_inflation_matches_the_innovations():
     ETKF of the inflated ensemble."""
     lat, lon = np.meshgrid(GRID.latitudes, GRID.longitudes, indexing="ij")
     channel = np.repeat(np.arange(CHANNELS), lat.size)
-    h = PointObservationOperator(channel, np.tile(lat.ravel(), CHANNELS), np.tile(lon.ravel(), CHANNELS),
-                                 GRID.latitudes, GRID.longitudes)  # fmt: skip
+    h = PointObservationOperator(
+        channel,
+        np.tile(lat.ravel(), CHANNELS),
+        np.tile(lon.ravel(), CHANNELS),
+        GRID.latitudes,
+        GRID.longitudes,
+    )
     sigma_o = torch.full((len(channel),), 0.3, dtype=torch.float64)
     spread = torch.tensor([0.5, 2.0], dtype=torch.float64)[None, :, None, None]
     letkf = LETKF(GRID.latitudes, GRID.longitudes, localization_km=None, rtps=0.0, adaptive_inflation=True)
@@ -318,8 +336,12 @@ def test_letkf_additive_inflation_draws_from_b():
     )
     gaussian = {"rtps": 0.0, "additive_covariance": "gaussian", "channel_localization": "correlation"}
     plain = build_method("enkf", context, **gaussian, additive=0.0).analyse(x, obs).state  # no additive draws
-    runs = [build_method("enkf", context, **gaussian, additive=0.5).analyse(x, obs, generator=torch.Generator().manual_seed(9)).state
-            for _ in range(2)]  # fmt: skip
+    runs = [
+        build_method("enkf", context, **gaussian, additive=0.5)
+        .analyse(x, obs, generator=torch.Generator().manual_seed(9))
+        .state
+        for _ in range(2)
+    ]
     torch.testing.assert_close(runs[0], runs[1])  # the generator makes it reproducible
     torch.testing.assert_close(runs[0].mean(0), plain.mean(0))  # zero-mean: the analysis mean is kept
     # The added perturbations have B's variance × 0.5² (up to sampling error of 64 members).
@@ -327,11 +349,25 @@ def test_letkf_additive_inflation_draws_from_b():
     expected = torch.as_tensor(0.25 * _stats().std ** 2)
     assert torch.allclose(added_var, expected, rtol=0.35)
     # additive_covariance "samples": draws from the error samples' covariance (× 0.5²).
-    with_samples = MethodContext(("z500", "t850"), GRID.latitudes, GRID.longitudes, _stats().as_dict(),
-                                 background_error_samples=_error_samples)  # fmt: skip
-    drawn = build_method("enkf", with_samples, rtps=0.0, additive=0.5, additive_covariance="samples",
-                         channel_localization="correlation").analyse(
-        x, obs, generator=torch.Generator().manual_seed(9)).state  # fmt: skip
+    with_samples = MethodContext(
+        ("z500", "t850"),
+        GRID.latitudes,
+        GRID.longitudes,
+        _stats().as_dict(),
+        background_error_samples=_error_samples,
+    )
+    drawn = (
+        build_method(
+            "enkf",
+            with_samples,
+            rtps=0.0,
+            additive=0.5,
+            additive_covariance="samples",
+            channel_localization="correlation",
+        )
+        .analyse(x, obs, generator=torch.Generator().manual_seed(9))
+        .state
+    )
     torch.testing.assert_close(drawn.mean(0), plain.mean(0))
     expected = torch.as_tensor(0.25 * _error_samples().var(axis=0, ddof=1).mean(-1))
     assert torch.allclose((drawn - plain).var(0).mean(-1), expected, rtol=0.35)
@@ -375,8 +411,13 @@ def test_registry_and_observation_validation():
     assert isinstance(build_method("3dvar", context, covariance="gaussian", b_scale=2.0), ThreeDVar)
     with pytest.raises(ValueError, match="needs background-error samples"):
         build_method("3dvar", context)
-    with_samples = MethodContext(("z500", "t850"), GRID.latitudes, GRID.longitudes, _stats().as_dict(),
-                                 background_error_samples=_error_samples)  # fmt: skip
+    with_samples = MethodContext(
+        ("z500", "t850"),
+        GRID.latitudes,
+        GRID.longitudes,
+        _stats().as_dict(),
+        background_error_samples=_error_samples,
+    )
     assert isinstance(build_method("3dvar", with_samples).transform, EnsembleControlTransform)
     with pytest.raises(ValueError, match="length_scale_km applies to covariance 'gaussian'"):
         build_method("3dvar", with_samples, length_scale_km=800.0)

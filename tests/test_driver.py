@@ -36,8 +36,13 @@ def _config(tmp_path: Path, checkpoint: Path, **sections) -> RunConfig:
     ("method", "members"), [("3dvar", 1), ("enkf", 6), ("none", 1)], ids=["3dvar", "enkf", "none"]
 )
 def test_cycle_writes_the_layout(tmp_path, tiny_checkpoint, method, members):
-    cfg = _config(tmp_path, tiny_checkpoint, method={"name": method}, ensemble={"members": members},
-                  forecast={"from_hours": [12], "max_lead_hours": 12})  # fmt: skip
+    cfg = _config(
+        tmp_path,
+        tiny_checkpoint,
+        method={"name": method},
+        ensemble={"members": members},
+        forecast={"from_hours": [12], "max_lead_hours": 12},
+    )
     run_dir = run_cycle(cfg, progress=False)
     assert run_dir.name == f"{method}-20180210T00"
     stamps = ["20180210T06", "20180210T12", "20180210T18"]
@@ -54,12 +59,20 @@ def test_cycle_writes_the_layout(tmp_path, tiny_checkpoint, method, members):
             and params["localization_km"] == 1500
         )
     if method == "enkf":
-        assert resolved["method"]["params"] == {"localization_km": 1500.0, "inflation": 1.0, "rtps": 0.1,
-                                                "additive": 0.5, "channel_localization": "neighbourhood",
-                                                "adaptive_inflation": False, "max_inflation": 3.0,
-                                                "additive_covariance": "samples", "hybrid_weight": 0.0,
-                                                "hybrid_b_scale": 1.0, "envar_weight": 0.0,
-                                                "channel_localization_km": 1250.0}  # fmt: skip
+        assert resolved["method"]["params"] == {
+            "localization_km": 1500.0,
+            "inflation": 1.0,
+            "rtps": 0.1,
+            "additive": 0.5,
+            "channel_localization": "neighbourhood",
+            "adaptive_inflation": False,
+            "max_inflation": 3.0,
+            "additive_covariance": "samples",
+            "hybrid_weight": 0.0,
+            "hybrid_b_scale": 1.0,
+            "envar_weight": 0.0,
+            "channel_localization_km": 1250.0,
+        }
     status = yaml.safe_load((run_dir / "run.json").read_text())
     assert status["status"] == "complete" and status["windows_done"] == stamps
     assert status["truth"] and status["checkpoint"]["sha256"]
@@ -96,8 +109,11 @@ def test_cycle_writes_the_layout(tmp_path, tiny_checkpoint, method, members):
     )
     # The 6-h forecast is the next window's background: the same emulator step from the same analysis.
     background = xr.open_dataset(run_dir / "background" / "20180210T18.nc")
-    np.testing.assert_allclose(forecast["geopotential"].isel(prediction_timedelta=0, realization=0).values,
-                               background["geopotential"].mean("realization").values, rtol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        forecast["geopotential"].isel(prediction_timedelta=0, realization=0).values,
+        background["geopotential"].mean("realization").values,
+        rtol=1e-5,
+    )
     if method == "none":
         np.testing.assert_allclose(a, b, rtol=1e-6)  # equal up to the float32 round trip on disk
         assert oma == pytest.approx(omb)
@@ -108,16 +124,22 @@ def test_cycle_writes_the_layout(tmp_path, tiny_checkpoint, method, members):
 
 @pytest.mark.parametrize(
     ("checkpoint", "method", "members", "crash_at"),
-    [("tiny_checkpoint", "3dvar", 1, 3), ("tiny_history_checkpoint", "enkf", 4, 3),
-     ("tiny_history_checkpoint", "3dvar", 1, 2)],
+    [
+        ("tiny_checkpoint", "3dvar", 1, 3),
+        ("tiny_history_checkpoint", "enkf", 4, 3),
+        ("tiny_history_checkpoint", "3dvar", 1, 2),
+    ],
     ids=["one-frame", "two-frame-enkf", "two-frame-after-first-window"],
-)  # fmt: skip
+)
 def test_resume_equals_uninterrupted(tmp_path, request, monkeypatch, checkpoint, method, members, crash_at):
     """A two-frame emulator's previous state comes back from the analysis before the last one,
     or (after the first window) from the cold start."""
     tiny_checkpoint = request.getfixturevalue(checkpoint)
-    sections = {"method": {"name": method}, "ensemble": {"members": members},
-                "forecast": {"previous": "members" if members > 1 else "mean"}}  # fmt: skip
+    sections = {
+        "method": {"name": method},
+        "ensemble": {"members": members},
+        "forecast": {"previous": "members" if members > 1 else "mean"},
+    }
     cfg = _config(tmp_path, tiny_checkpoint, run={"days": 1.0, "name": "whole"}, **sections)
     whole = run_cycle(cfg, progress=False)
 
@@ -146,8 +168,9 @@ def test_resume_equals_uninterrupted(tmp_path, request, monkeypatch, checkpoint,
         a = xr.open_dataset(whole / "analysis" / f"{stamp}.nc")
         b = xr.open_dataset(resumed / "analysis" / f"{stamp}.nc")
         xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())
-    xr.testing.assert_identical(xr.open_dataset(whole / "forecast_scores.nc"),
-                                xr.open_dataset(resumed / "forecast_scores.nc"))  # fmt: skip
+    xr.testing.assert_identical(
+        xr.open_dataset(whole / "forecast_scores.nc"), xr.open_dataset(resumed / "forecast_scores.nc")
+    )
     sa, sb = xr.open_dataset(whole / "scores.nc"), xr.open_dataset(resumed / "scores.nc")
     np.testing.assert_array_equal(sa["analysis_rmse"].values, sb["analysis_rmse"].values)
 
@@ -190,8 +213,9 @@ def test_errors_are_clear_and_keep_earlier_windows(tmp_path, tiny_checkpoint, mo
 def test_cli_run_and_errors(tmp_path, tiny_checkpoint):
     cfg_path = tmp_path / "exp.yaml"
     cfg_path.write_text(yaml.safe_dump(_config(tmp_path, tiny_checkpoint).model_dump(mode="json")))
-    result = CliRunner().invoke(app, ["run", "--config", str(cfg_path), "--days", "0.25", "--method", "none",
-                                      "--name", "cli"])  # fmt: skip
+    result = CliRunner().invoke(
+        app, ["run", "--config", str(cfg_path), "--days", "0.25", "--method", "none", "--name", "cli"]
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "runs" / "cli" / "analysis" / "20180210T06.nc").exists()
     bad = CliRunner().invoke(app, ["run", "--config", str(cfg_path), "--method", "kalman"])
@@ -214,9 +238,13 @@ def test_seed_protocol_backgrounds_are_forecasts_from_the_truth(tmp_path, tiny_h
     analyses were; in a cycle the analysis starts the next background."""
 
     def run(method, protocol):
-        cfg = _config(tmp_path, tiny_history_checkpoint, method={"name": method},
-                      run={"days": 0.5, "protocol": protocol, "name": f"{method}-{protocol}"},
-                      forecast={"from_hours": []})  # fmt: skip
+        cfg = _config(
+            tmp_path,
+            tiny_history_checkpoint,
+            method={"name": method},
+            run={"days": 0.5, "protocol": protocol, "name": f"{method}-{protocol}"},
+            forecast={"from_hours": []},
+        )
         return run_cycle(cfg, progress=False)
 
     def field(run_dir, kind, stamp):

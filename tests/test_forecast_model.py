@@ -297,13 +297,26 @@ def test_perturbed_starts_reach_the_loss_and_need_a_sampler():
     series = _advection_series(60)
     weights = torch.as_tensor(GRID.area_weights(), dtype=torch.float32)
     config = _tiny_config(epochs=1, rollout_epochs=0, lr=1e-12, perturbed_fraction=1.0)
-    plain = train(_emulator(), series[:40], series[40:], weights, replace(config, perturbed_fraction=0.0),
-                  progress=False)  # fmt: skip
+    plain = train(
+        _emulator(),
+        series[:40],
+        series[40:],
+        weights,
+        replace(config, perturbed_fraction=0.0),
+        progress=False,
+    )
     # A constant offset of 3 increment stds at every start: the untrained (persistence)
     # emulator's loss grows by about 3² per channel.
     offset = torch.tensor([1.5, 1.2, 0.9])[:, None, None]
-    result = train(_emulator(), series[:40], series[40:], weights, config, progress=False,
-                   perturb=lambda n, g: offset.expand(n, 3, *GRID.shape))  # fmt: skip
+    result = train(
+        _emulator(),
+        series[:40],
+        series[40:],
+        weights,
+        config,
+        progress=False,
+        perturb=lambda n, g: offset.expand(n, 3, *GRID.shape),
+    )
     assert result.history[0]["train_loss"] > plain.history[0]["train_loss"] + 8.0
     with pytest.raises(ValueError, match="needs a sampler"):
         train(_emulator(), series[:40], series[40:], weights, config, progress=False)
@@ -394,8 +407,12 @@ def test_cli_trains_on_the_nature_run(nature_cache, tmp_path):
     assert manifest["training"]["command"].startswith("cycler train forecast")
     assert len(manifest["training"]["history"]) == 2
     # Trained two epochs only, yet already better than persistence at 6 h on average.
-    ratio = np.mean([manifest["validation"]["rmse_6h"][c] / manifest["validation"]["persistence_rmse_6h"][c]
-                     for c in manifest["channels"]])  # fmt: skip
+    ratio = np.mean(
+        [
+            manifest["validation"]["rmse_6h"][c] / manifest["validation"]["persistence_rmse_6h"][c]
+            for c in manifest["channels"]
+        ]
+    )
     assert ratio < 1.0
     x = torch.zeros(2, 11, 32, 64)
     assert torch.isfinite(emulator.step(x)).all()
@@ -404,8 +421,15 @@ def test_cli_trains_on_the_nature_run(nature_cache, tmp_path):
     # perturbed by draws from the parent's B; the manifest names the parent.
     tuned = yaml.safe_load(cfg.read_text())
     tuned["init_from"] = str(out)
-    tuned["training"].update(epochs=0, rollout_steps=2, rollout_epochs=1, rollout_lr=1e-4,
-                             mirror_probability=0.5, perturbed_fraction=0.5, perturbation_scale=2.0)  # fmt: skip
+    tuned["training"].update(
+        epochs=0,
+        rollout_steps=2,
+        rollout_epochs=1,
+        rollout_lr=1e-4,
+        mirror_probability=0.5,
+        perturbed_fraction=0.5,
+        perturbation_scale=2.0,
+    )
     cfg.write_text(yaml.safe_dump(tuned))
     args = ["train", "forecast", "--config", str(cfg), "--threads", "2", "--out"]
     result = CliRunner().invoke(app, [*args, str(tmp_path / "tuned.pt")])

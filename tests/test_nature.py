@@ -85,8 +85,7 @@ def test_calendar_bounds(data_dir):
 def test_cli_nature_end_to_end(nature_cache, tmp_path):
     """A real (eager) month of the nature run through the CLI, then from the cache."""
     out = tmp_path / "feb.nc"
-    args = ["data", "nature", "--start", "2018-02-01", "--end", "2018-02-02T06",
-            "--eager", "--threads", "2"]  # fmt: skip
+    args = ["data", "nature", "--start", "2018-02-01", "--end", "2018-02-02T06", "--eager", "--threads", "2"]
     result = runner.invoke(app, [*args, "--out", str(out)])
     assert result.exit_code == 0, result.output
     ds = open_dataset(out).load()

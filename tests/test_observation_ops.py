@@ -26,8 +26,13 @@ def _operator(n: int = 40, seed: int = 0) -> PointObservationOperator:
 
 def test_on_grid_points_select_exactly():
     x = torch.randn(2, 3, *GRID.shape, dtype=torch.float64)
-    h = PointObservationOperator(np.array([0, 2, 1]), GRID.latitudes[[0, 3, 7]], GRID.longitudes[[5, 0, 15]],
-                                 GRID.latitudes, GRID.longitudes)  # fmt: skip
+    h = PointObservationOperator(
+        np.array([0, 2, 1]),
+        GRID.latitudes[[0, 3, 7]],
+        GRID.longitudes[[5, 0, 15]],
+        GRID.latitudes,
+        GRID.longitudes,
+    )
     expected = torch.stack([x[:, 0, 0, 5], x[:, 2, 3, 0], x[:, 1, 7, 15]], dim=1)
     torch.testing.assert_close(h(x), expected)
 
@@ -36,15 +41,18 @@ def test_interpolation_is_exact_for_linear_fields_and_wraps():
     lon = GRID.longitudes
     # A field linear in latitude: bilinear interpolation reproduces it between rows.
     field = torch.as_tensor(np.repeat(GRID.latitudes[:, None], len(lon), 1))[None, None]
-    h = PointObservationOperator(np.zeros(3, int), np.array([-10.0, 5.5, 30.0]), np.array([3.0, 359.0, -1.0]),
-                                 GRID.latitudes, lon)  # fmt: skip
+    h = PointObservationOperator(
+        np.zeros(3, int), np.array([-10.0, 5.5, 30.0]), np.array([3.0, 359.0, -1.0]), GRID.latitudes, lon
+    )
     torch.testing.assert_close(h(field)[0], torch.tensor([-10.0, 5.5, 30.0], dtype=torch.float64))
     # Longitude 359 lies between the last column (337.5) and the first (0): periodic weights.
     const_cols = torch.zeros(1, 1, *GRID.shape, dtype=torch.float64)
     const_cols[..., 0] = 1.0
-    value = float(PointObservationOperator(np.array([0]), np.array([0.0]), np.array([359.0]), GRID.latitudes, lon)(
-        const_cols
-    ))  # fmt: skip
+    value = float(
+        PointObservationOperator(np.array([0]), np.array([0.0]), np.array([359.0]), GRID.latitudes, lon)(
+            const_cols
+        )
+    )
     assert value == pytest.approx((359.0 - 337.5) / 22.5)
 
 

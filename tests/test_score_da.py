@@ -138,8 +138,13 @@ def test_latent_3dvar_with_a_linear_autoencoder_is_the_blue():
     latitudes, longitudes = np.array([-67.5, -22.5, 22.5, 67.5]), np.arange(8) * 45.0
     errors = torch.randn(50, 2, 4, 8, generator=g) * torch.linspace(0.5, 2.0, 8)
     channel = np.array([0, 0, 1, 1, 1])
-    operator = PointObservationOperator(channel, np.array([-60.0, 10.0, 30.0, -20.0, 67.5]),
-                                        np.array([10.0, 100.0, 200.0, 300.0, 45.0]), latitudes, longitudes)  # fmt: skip
+    operator = PointObservationOperator(
+        channel,
+        np.array([-60.0, 10.0, 30.0, -20.0, 67.5]),
+        np.array([10.0, 100.0, 200.0, 300.0, 45.0]),
+        latitudes,
+        longitudes,
+    )
     background = torch.randn(1, 2, 4, 8, generator=g)
     y = torch.randn(5, dtype=torch.float64, generator=g)
     obs = Observations(y, torch.full_like(y, 0.5), operator)
@@ -222,8 +227,9 @@ def test_background_residual_turns_the_latent_sample_into_an_increment(tiny_scor
     obs = _observations(grid, background[:1])
     runs = {}
     for weight in (0.0, 0.5, 1.0):
-        method = build_method("dps", context, vae=str(vae), prior=str(prior), steps=4, scale=0.0,
-                              background_residual=weight)  # fmt: skip
+        method = build_method(
+            "dps", context, vae=str(vae), prior=str(prior), steps=4, scale=0.0, background_residual=weight
+        )
         with torch.no_grad():
             z_b = method.begin(background)
             # weight 1: the background's own latent decodes to the background exactly
@@ -264,8 +270,9 @@ def test_lo_sda_fits_its_observations_within_their_error(tiny_score_models):
 
 def test_anomaly_space_fits_its_statistics_and_inverts_them():
     grid = gaussian_grid(4)
-    space = LatentSpace.build(AutoencoderConfig(latent_channels=2, width=8, anomalies=True), LABELS[:3],
-                              grid.latitudes)  # fmt: skip
+    space = LatentSpace.build(
+        AutoencoderConfig(latent_channels=2, width=8, anomalies=True), LABELS[:3], grid.latitudes
+    )
     g = torch.Generator().manual_seed(0)
     offset = torch.randn(3, grid.shape[0], 1, generator=g)
     scale = torch.tensor([0.3, 1.0, 2.0])[:, None, None]
@@ -287,10 +294,19 @@ def test_anomaly_autoencoder_trains_and_keeps_its_statistics(tmp_path):
     from cycler_da.config import parse_config
     from score_da.train import VaeTrainingConfig, _series, train_vae
 
-    data = {"nature": {"compiled": False}, "train": ["2018-02-01", "2018-02-10T18"],
-            "valid": ["2018-02-21", "2018-02-22T18"]}  # fmt: skip
-    cfg = parse_config({"data": data, "model": {"latent_channels": 4, "width": 8, "anomalies": True},
-                        "training": {"epochs": 1, "batch_size": 8}}, VaeTrainingConfig)  # fmt: skip
+    data = {
+        "nature": {"compiled": False},
+        "train": ["2018-02-01", "2018-02-10T18"],
+        "valid": ["2018-02-21", "2018-02-22T18"],
+    }
+    cfg = parse_config(
+        {
+            "data": data,
+            "model": {"latent_channels": 4, "width": 8, "anomalies": True},
+            "training": {"epochs": 1, "batch_size": 8},
+        },
+        VaeTrainingConfig,
+    )
     manifest = train_vae(cfg, tmp_path / "vae.pt", progress=False)
     assert manifest["architecture"]["anomalies"] is True
     space, _ = load_latent_space(tmp_path / "vae.pt")
@@ -386,8 +402,13 @@ def _small_problem(seed=4):
     g = torch.Generator().manual_seed(seed)
     latitudes, longitudes = np.array([-67.5, -22.5, 22.5, 67.5]), np.arange(8) * 45.0
     errors = torch.randn(30, 2, 4, 8, generator=g) * torch.linspace(0.5, 2.0, 8)
-    operator = PointObservationOperator(np.array([0, 0, 1, 1, 1]), np.array([-60.0, 10.0, 30.0, -20.0, 67.5]),
-                                        np.array([10.0, 100.0, 200.0, 300.0, 45.0]), latitudes, longitudes)  # fmt: skip
+    operator = PointObservationOperator(
+        np.array([0, 0, 1, 1, 1]),
+        np.array([-60.0, 10.0, 30.0, -20.0, 67.5]),
+        np.array([10.0, 100.0, 200.0, 300.0, 45.0]),
+        latitudes,
+        longitudes,
+    )
     y = torch.randn(5, dtype=torch.float64, generator=g)
     state = torch.randn(1, 2, 4, 8, generator=g)
     return latitudes, longitudes, errors, Observations(y, torch.full_like(y, 0.5), operator), state

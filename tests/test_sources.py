@@ -123,7 +123,6 @@ def test_missing_variable_and_dimension_named(era5):
 def test_describe(era5):
     info = describe(era5)
     assert info["levels_hpa"] == [500, 850]
-    assert info["grid"] == {"latitude": [-90.0, 90.0, 61], "longitude": [0.0, 357.0, 120],
-                            "type": "regular"}  # fmt: skip
+    assert info["grid"] == {"latitude": [-90.0, 90.0, 61], "longitude": [0.0, 357.0, 120], "type": "regular"}
     assert info["time"]["count"] == 4 and info["time"]["step_hours"] == [12.0]
     assert info["members"] == 10
