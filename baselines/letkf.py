@@ -26,8 +26,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from baselines.covariance import great_circle_km, innovation_variance_ratio
-from cycler_da.analysis import Analysis, Observations
+from cycler_da.core.contract import Analysis, Observations
+from cycler_da.core.covariance import innovation_variance_ratio
+from cycler_da.core.geometry import great_circle_km
 
 
 def gaspari_cohn(distance: Tensor, half_width: float) -> Tensor:
@@ -67,17 +68,15 @@ class LETKF:
         self,
         latitudes: np.ndarray,
         longitudes: np.ndarray,
-        localization_km: float | None = 1500.0,
+        localization_km: float | None = None,
         inflation: float = 1.0,
-        rtps: float = 0.5,
+        rtps: float = 0.0,
         additive: Callable[[int, torch.Generator | None], Tensor] | None = None,
         channel_localization: Tensor | None = None,
         adaptive_inflation: bool = False,
         max_inflation: float = 3.0,
         min_observations: int = 10,
     ):
-        if inflation < 1 or not 0 <= rtps <= 1:
-            raise ValueError(f"inflation must be >= 1 and rtps in [0, 1]; got {inflation}, {rtps}")
         self.latitudes = np.asarray(latitudes, float)
         self.longitudes = np.asarray(longitudes, float)
         self.localization_km = localization_km
@@ -131,7 +130,8 @@ class LETKF:
         y_mean = hx.mean(dim=0)
         y_pert = (hx - y_mean).T  # (obs, N)
         inv_r = observations.error_std.to(dtype).pow(-2)
-        lat, lon = _obs_locations(observations)
+        operator = observations.operator  # the contract declares where each observation is
+        lat, lon = np.asarray(operator.latitude), np.asarray(operator.longitude)
         rho = self._localisation(lat, lon, dtype, x.device) * inv_r  # (column, obs)
         innovation = observations.values.to(dtype) - y_mean  # (obs,)
 
@@ -190,9 +190,14 @@ def _transform_weights(rho: Tensor, y_pert: Tensor, innovation: Tensor) -> Tenso
     return w_pert + w_mean  # member j's analysis weights in column k: [k, :, j]
 
 
-def _obs_locations(observations: Observations) -> tuple[np.ndarray, np.ndarray]:
-    """Observation latitudes/longitudes: the LETKF needs where each observation is."""
-    operator = observations.operator
-    if not hasattr(operator, "latitude") or not hasattr(operator, "longitude"):
-        raise TypeError("the LETKF needs an observation operator with latitude/longitude attributes")
-    return np.asarray(operator.latitude), np.asarray(operator.longitude)
+def recentre(ensemble: Analysis, mean: Tensor, refined: Analysis, dtype: torch.dtype) -> Analysis:
+    """The ensemble's perturbations about `mean`, with a 3D-Var's diagnostics beside the LETKF's.
+
+    The hybrids (``envar``, ``hybrid-gain``) keep the LETKF's perturbations and take their
+    mean from a variational analysis (`refined`).
+    """
+    members = ensemble.state.to(torch.float64)
+    state = members - members.mean(dim=0, keepdim=True) + mean
+    diagnostics = dict(ensemble.diagnostics)
+    diagnostics.update({f"var_{key}": value for key, value in refined.diagnostics.items()})
+    return Analysis(state.to(dtype), diagnostics)

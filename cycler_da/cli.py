@@ -194,9 +194,9 @@ def train_forecast(
 
 def _train(kind: str, config, device, steps_override, out, resume, threads, overwrite) -> dict:
     """Shared body of ``cycler train forecast|vae|prior``: config, checks, provenance, errors."""
+    from cycler_da import train_score as score_train
     from cycler_da.config import ConfigError, ForecastTrainingConfig, dump_config, load_config
     from cycler_da.forecast import train_forecast as forecast_training
-    from score_da import train as score_train
 
     model, run_training, key = {
         "forecast": (ForecastTrainingConfig, forecast_training, "training.epochs"),

@@ -9,7 +9,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cycler_da.variables import DEFAULT_CHANNELS, channels
+from cycler_da.core.channels import DEFAULT_CHANNELS, channels
 from forecast_models.emulator import ArchitectureConfig
 from forecast_models.training import TrainConfig
 

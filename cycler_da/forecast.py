@@ -9,10 +9,11 @@ import torch
 
 from cycler_da import nature
 from cycler_da.config import ForecastDataConfig, ForecastTrainingConfig
+from cycler_da.core.channels import TIME
 from cycler_da.normalization import compute_stats
-from cycler_da.provenance import file_hash, training_provenance
+from cycler_da.provenance import training_provenance
 from cycler_da.state import Grid, to_tensor
-from cycler_da.variables import TIME
+from forecast_models.checkpoint import file_hash
 
 
 def nature_spec(data: ForecastDataConfig, seed: int | None = None) -> nature.NatureSpec:

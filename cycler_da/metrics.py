@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 from scipy import stats as scipy_stats
 
 GRAVITY = 9.80665  # m s⁻²
@@ -172,3 +173,43 @@ def hydrostatic_imbalance(
     thickness = z_upper - z_lower
     hypsometric = R_DRY * 0.5 * (t_upper + t_lower) * np.log(p_lower / p_upper)
     return np.sqrt(area_mean((thickness - hypsometric) ** 2, weights))
+
+
+def _torch_area_mean(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """(channel, lat, lon) → (channel,)."""
+    return (x * weights[:, None]).mean(dim=(-2, -1))
+
+
+def state_scores(
+    name: str, state: torch.Tensor, truth: torch.Tensor, std: torch.Tensor, weights: torch.Tensor
+) -> dict:
+    """RMSE and bias of the ensemble mean and the ensemble spread, per channel, in physical units.
+
+    Args:
+        name: Prefix of the keys (``analysis``, ``background``).
+        state: Normalised members, (realization, channel, lat, lon).
+        truth: Normalised truth, (1, channel, lat, lon).
+        std: Each channel's normalisation std, float64, (channel,).
+        weights: Area weights of mean 1, float64, (lat,).
+    """
+    x = state.double()
+    err = (x.mean(0) - truth[0].double()) * std[:, None, None]
+    spread = x.var(0, unbiased=True) if x.shape[0] > 1 else torch.zeros_like(x[0])
+    return {
+        f"{name}_rmse": _torch_area_mean(err**2, weights).sqrt().tolist(),
+        f"{name}_bias": _torch_area_mean(err, weights).tolist(),
+        f"{name}_spread": (_torch_area_mean(spread, weights).sqrt() * std).tolist(),
+    }
+
+
+def departure_scores(
+    name: str, departure: np.ndarray, channel: np.ndarray, used: np.ndarray, std: np.ndarray
+) -> dict:
+    """Mean and RMS of observation departures (O−B, O−A) per channel, physical units; NaN without any."""
+    means, rms = [], []
+    for c in range(len(std)):
+        sel = used & (channel == c)
+        d = departure[sel] * std[c]
+        means.append(float(d.mean()) if sel.any() else np.nan)
+        rms.append(float(np.sqrt((d**2).mean())) if sel.any() else np.nan)
+    return {f"{name}_mean": means, f"{name}_rms": rms}

@@ -23,9 +23,9 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
+from cycler_da.core.channels import LATITUDE, LEVEL, LONGITUDE, NATURE_LEVELS, TIME, VARIABLES
 from cycler_da.paths import PACKAGE_DATA, data_dir
 from cycler_da.provenance import config_hash, provenance_attrs
-from cycler_da.variables import LATITUDE, LEVEL, LONGITUDE, NATURE_LEVELS, TIME, VARIABLES
 
 NATURE_VERSION = 1  # bump when the generated fields change for the same spec
 ORIGIN = pd.Timestamp("2016-01-01")

@@ -9,9 +9,9 @@ import pandas as pd
 import torch
 import xarray as xr
 
+from cycler_da.core.channels import LATITUDE, TIME
 from cycler_da.sources import DataError
 from cycler_da.state import Grid, stack_channels
-from cycler_da.variables import LATITUDE, TIME
 
 
 @dataclass(frozen=True)

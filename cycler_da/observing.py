@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from baselines.covariance import great_circle_km
-from cycler_da.analysis import Observations
+from cycler_da.core.contract import Observations
+from cycler_da.core.geometry import great_circle_km
 from observation_ops.networks import NetworkSpec, network_locations
 from observation_ops.operator import PointObservationOperator
 

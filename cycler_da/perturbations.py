@@ -13,8 +13,8 @@ import torch
 
 from cycler_da.config import ForecastDataConfig
 from cycler_da.normalization import NormStats
-from cycler_da.provenance import file_hash
 from cycler_da.state import Grid
+from forecast_models.checkpoint import file_hash
 
 Sampler = Callable[[int, torch.Generator], torch.Tensor]
 
@@ -25,8 +25,8 @@ def analysis_like_sampler(
     """Draws ``(count, channel, lat, lon)`` normalised perturbations: a draw from the Gaussian B
     of `emulator`'s 24-h forecast errors over the training years, times an amplitude uniform in
     [0, `scale`] per draw (so starts range from the truth to `scale` × a 24-h forecast's error)."""
-    from baselines.covariance import ControlTransform
     from cycler_da import nature
+    from cycler_da.core.covariance import ControlTransform
     from cycler_da.statistics_cache import TrainingErrors
 
     n = data.nature

@@ -33,15 +33,6 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def file_hash(path: str | Path) -> str:
-    """sha256 of a file, for checkpoint provenance."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def provenance_attrs(config: dict, seed: int | None = None) -> dict[str, str | int]:
     """Global attributes recording what made a file."""
     attrs: dict[str, str | int] = {

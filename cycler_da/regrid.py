@@ -6,8 +6,8 @@ import numpy as np
 import xarray as xr
 import xarray_regrid  # noqa: F401  (registers the .regrid accessor)
 
+from cycler_da.core.channels import LATITUDE, LONGITUDE
 from cycler_da.state import Grid
-from cycler_da.variables import LATITUDE, LONGITUDE
 
 METHODS = ("conservative", "linear", "nearest")
 

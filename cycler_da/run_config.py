@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from cycler_da.config import NatureData, Strict
-from cycler_da.variables import DEFAULT_CHANNELS, channels
+from cycler_da.core.channels import DEFAULT_CHANNELS, channels
 
 
 class RunSection(Strict):

@@ -16,10 +16,10 @@ import torch
 import xarray as xr
 
 from cycler_da import metrics
+from cycler_da.core.channels import REALIZATION, TIME
 from cycler_da.io import write_dataset
 from cycler_da.run_io import write_scores_dataset
 from cycler_da.state import Grid, to_dataset
-from cycler_da.variables import REALIZATION, TIME
 
 LEAD = "prediction_timedelta"
 SCORES = ("rmse", "bias", "acc", "spread", "crps")

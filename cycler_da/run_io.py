@@ -12,9 +12,9 @@ import pandas as pd
 import torch
 import xarray as xr
 
+from cycler_da.core.channels import REALIZATION, TIME, channel
 from cycler_da.io import write_dataset
 from cycler_da.state import Grid, to_dataset
-from cycler_da.variables import REALIZATION, TIME, channel
 
 SUBDIRS = ("background", "analysis", "observations", "forecasts")
 
@@ -68,7 +68,7 @@ def read_state(path: Path, labels: list[str]) -> torch.Tensor:
     """
     import netCDF4
 
-    from cycler_da.variables import channels
+    from cycler_da.core.channels import channels
 
     chans = channels(labels)
     with netCDF4.Dataset(path) as nc:

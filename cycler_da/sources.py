@@ -3,7 +3,7 @@
 Supported: ERA5 GRIB (cfgrib), ERA5 NetCDF with old-CDS (``time``, ``level``) or new-CDS
 (``valid_time``, ``pressure_level``) names, WeatherBench 2 zarr, and our own nature-run
 NetCDF/zarr. :func:`open_dataset` detects the format, opens it lazily (dask), renames to
-WB2/ERA5 conventions (see :mod:`cycler_da.variables`) and validates. Nothing downstream
+WB2/ERA5 conventions (see :mod:`cycler_da.core.channels`) and validates. Nothing downstream
 sees ``isobaricInhPa``, ``number``, ``valid_time`` or short ERA5 names.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from cycler_da.variables import LATITUDE, LEVEL, LONGITUDE, REALIZATION, TIME, VARIABLES
+from cycler_da.core.channels import LATITUDE, LEVEL, LONGITUDE, REALIZATION, TIME, VARIABLES
 
 
 class DataError(ValueError):

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 import xarray as xr
 
+from cycler_da.core.channels import LATITUDE, LEVEL, LONGITUDE, REALIZATION, TIME, Channel, channels
 from cycler_da.sources import DataError, grid_type
-from cycler_da.variables import LATITUDE, LEVEL, LONGITUDE, REALIZATION, TIME, Channel, channels
 
 
 @dataclass(frozen=True)

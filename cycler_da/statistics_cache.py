@@ -18,12 +18,12 @@ import pandas as pd
 import torch
 import xarray as xr
 
-from baselines.covariance import BackgroundErrorStats, estimate_stats
+from cycler_da.core.channels import TIME
+from cycler_da.core.covariance import BackgroundErrorStats, estimate_stats
 from cycler_da.normalization import NormStats, climatology, compute_stats
 from cycler_da.paths import data_dir
 from cycler_da.provenance import config_hash
 from cycler_da.state import Grid, to_tensor
-from cycler_da.variables import TIME
 
 
 def _cached(kind: str, key: dict, make):

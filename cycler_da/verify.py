@@ -19,8 +19,8 @@ import xarray as xr
 import yaml
 
 from cycler_da import metrics
+from cycler_da.core.channels import TIME
 from cycler_da.state import Grid
-from cycler_da.variables import TIME
 
 LEAD = "prediction_timedelta"
 

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from cycler_da.variables import TIME, channel
+from cycler_da.core.channels import TIME, channel
 
 PANEL_CHANNELS = ("z500", "t850", "u250", "msl")
 LEAD = "prediction_timedelta"

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from torch import nn
 
 from forecast_models.checkpoint import CheckpointError, read_payload, write_payload
+from score_da.latent import AutoencoderConfig, LatentSpace
+from score_da.networks import Denoiser, coarsen_latitudes
+from score_da.schedule import VPSchedule
 
 FORMAT = "cycler-score-checkpoint/1"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -48,3 +52,26 @@ def load_into(module: nn.Module, state_dict: dict, path: str | Path) -> nn.Modul
     except RuntimeError as err:
         raise CheckpointError(f"{path}: weights do not fit the manifest's architecture: {err}") from err
     return module.eval()
+
+
+def load_latent_space(path: str | Path = "default", device: str = "cpu") -> tuple[LatentSpace, dict]:
+    """The autoencoder of a ``vae`` checkpoint (``"default"``: the shipped one), in eval mode."""
+    path = resolve(path, "vae")
+    manifest, state = read(path, "vae")
+    # Manifests from before `anomalies` lack the key: the config's default (plain states) applies.
+    space = LatentSpace.build(
+        AutoencoderConfig(**manifest["architecture"]),
+        manifest["channels"],
+        np.asarray(manifest["grid"]["latitudes"]),
+    )
+    space = load_into(space, state, path)
+    return space.to(device), manifest
+
+
+def load_prior(path: str | Path = "default", device: str = "cpu") -> tuple[Denoiser, VPSchedule, dict]:
+    """The denoiser (EMA weights) and schedule of a ``prior`` checkpoint, in eval mode."""
+    path = resolve(path, "prior")
+    manifest, state = read(path, "prior")
+    latitudes = coarsen_latitudes(np.asarray(manifest["grid"]["latitudes"]))
+    denoiser = Denoiser(manifest["latent"]["channels"], latitudes, **manifest["architecture"])
+    return load_into(denoiser, state, path).to(device), denoiser.schedule, manifest

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from baselines.covariance import EnsembleControlTransform
-from baselines.var3d import ThreeDVar
-from cycler_da.analysis import Observations
+from cycler_da.core.contract import Observations
+from cycler_da.core.covariance import EnsembleControlTransform
+from cycler_da.core.var3d import ThreeDVar
 from score_da.latent import LatentSpace
 
 

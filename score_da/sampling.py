@@ -1,31 +1,32 @@
-"""Posterior sampling in latent space: DPS guidance and LO-SDA latent optimisation.
+"""What the latent-space methods share: parameters, the autoencoder round trip, the reverse process.
 
-Both run the prior's reverse process from noise to a latent, conditioned on the
-background's latent z_b, one sample per background member, and decode it. They differ in
-how the observations enter:
+A latent method encodes the background, finds a latent that agrees with the observations
+(DPS guidance, LO-SDA's optimisation, latent 3D-Var's minimisation) and decodes it. The
+decoded state keeps a share w of the background's autoencoder residual,
+x_a = D(z_a) + w (x_b − D(E(x_b))), so detail the autoencoder cannot represent is neither lost
+(w = 0) nor carried uncorrected (w = 1); an optional B_r 3D-Var (:mod:`score_da.residual`)
+then analyses that remainder. The diffusion methods run the conditional prior's reverse
+process from noise to a latent, conditioned on the background's latent z_b, one sample per
+background member: the exponential-integrator (DDIM-like) predictor of SDA with optional
+Langevin corrections; a fresh noise draw at every step makes it stochastic.
 
-* DPS (Chung et al. 2023): after each predictor step, subtract ζ ∇_{z_t} ‖r‖ with
-  r = (y − H(D(ẑ0(z_t)))) / σ_o, back-propagated through the decoder and the denoiser.
-* LO-SDA (the seed paper's latent optimisation, reconstructed as in methods.md §2.2): at
-  the later steps, replace Tweedie's ẑ0 by z* = argmin ½‖r(z)‖² + ½ λ_t ‖z − ẑ0‖² (a
-  few L-BFGS or Adam steps, λ_t = λ0 σ_t²/μ_t² so the observations weigh more as noise falls), then
-  continue the reverse process from z*; finally polish the sample against the same cost.
-  Every optimisation stops once the observations are fitted to within their error
-  (χ²/m ≤ `fit_target`, the discrepancy principle), which is what keeps O−A near σ_o.
-
-The reverse process is the exponential-integrator (DDIM-like) predictor of SDA with
-optional Langevin corrections; a fresh noise draw at every step makes it stochastic.
+Methods keep no state between calls: what one call accumulates (the kept residual, the
+counters) lives in a :class:`Draw` that the call creates.
 """
 
 from __future__ import annotations
 
-import itertools
+import dataclasses
 import time
+from collections import Counter
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from cycler_da.analysis import Analysis, Observations
+from cycler_da.core import Analysis, MethodContext, Observations
+from forecast_models.checkpoint import CheckpointError, check_compatible, file_hash
+from score_da import checkpoint
 from score_da.latent import LatentSpace
 from score_da.networks import Denoiser
 from score_da.residual import ResidualAnalysis
@@ -33,28 +34,220 @@ from score_da.schedule import VPSchedule
 from score_da.training import lead_code
 
 
-class LatentSampler:
+@dataclass(frozen=True)
+class LatentParams:
+    """Parameters of every latent-space method."""
+
+    vae: str = "default"
+    """The autoencoder: a checkpoint path or a shipped name ("default", "anomaly")."""
+    background_residual: float = 0.5
+    """Weight w in [0, 1] of the background's autoencoder residual kept in the analysis."""
+    residual_analysis: bool = False
+    """Run the B_r 3D-Var of what the autoencoder cannot represent after the latent analysis."""
+    residual_b_scale: float = 1.0
+    """Factor on B_r's standard deviations."""
+    residual_localization_km: float = 1500.0
+    """Length of B_r's Gaussian localisation."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.background_residual <= 1:
+            raise ValueError(f"background_residual must be in [0, 1]; got {self.background_residual}")
+        if self.residual_b_scale <= 0 or self.residual_localization_km <= 0:
+            raise ValueError(
+                "residual_b_scale and residual_localization_km must be positive; "
+                f"got {self.residual_b_scale}, {self.residual_localization_km}"
+            )
+
+
+@dataclass(frozen=True)
+class SamplerParams(LatentParams):
+    """Parameters of the diffusion methods (``dps``, ``lo-sda``)."""
+
+    prior: str = "default"
+    """The diffusion prior: a checkpoint path or a shipped name, trained on `vae`'s latents."""
+    steps: int = 32
+    """Reverse steps from t = 1 to 0."""
+    lead_hours: float = 6.0
+    """The background's lead the prior is conditioned on: 6 when cycling, 48 in the seed protocol."""
+    corrections: int = 0
+    """Langevin corrections per step (SDA); 0: none."""
+    tau: float = 0.5
+    """Langevin step-size factor."""
+    stochastic: bool = True
+    """Fresh noise at every reverse step (η = 1) rather than the deterministic DDIM update."""
+    samples: int | None = 1
+    """Posterior draws K per background member; the analysis is their mean."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1; got {self.steps}")
+        if self.lead_hours <= 0:
+            raise ValueError(f"lead_hours must be positive; got {self.lead_hours}")
+        if self.samples is not None and self.samples < 1:
+            raise ValueError(f"samples must be >= 1; got {self.samples}")
+
+
+def check_matches(context: MethodContext, name: str, manifest: dict) -> None:
+    """Refuses weights made for other channels, grids or normalisation than the run's."""
+    if context.normalisation is None:
+        if list(manifest["channels"]) != list(context.channels):
+            raise CheckpointError(
+                f"{name} was trained on channels {manifest['channels']}, but the run has {list(context.channels)}"
+            )
+        return
+    stats = context.normalisation
+    check_compatible(
+        manifest, context.channels, context.latitudes, context.longitudes, stats.mean, stats.std, name=name
+    )
+
+
+def load_space(context: MethodContext, vae: str) -> LatentSpace:
+    """The autoencoder `vae` (path or shipped name), checked against the run."""
+    path = checkpoint.resolve(vae, "vae")
+    space, manifest = checkpoint.load_latent_space(path, context.device)
+    check_matches(context, f"vae {path}", manifest)
+    return space
+
+
+def load_diffusion(context: MethodContext, vae: str, prior: str) -> tuple[LatentSpace, Denoiser, VPSchedule]:
+    """The autoencoder and the prior trained on its latents, both checked against the run."""
+    vae_path, prior_path = checkpoint.resolve(vae, "vae"), checkpoint.resolve(prior, "prior")
+    space = load_space(context, vae)
+    denoiser, schedule, manifest = checkpoint.load_prior(prior_path, context.device)
+    if manifest["vae_sha256"] != file_hash(vae_path):
+        raise CheckpointError(
+            f"prior {prior_path} was trained on the latents of another autoencoder than {vae_path}"
+        )
+    check_matches(context, f"prior {prior_path}", manifest)
+    return space, denoiser, schedule
+
+
+def residual_step(
+    context: MethodContext, space: LatentSpace, params: LatentParams
+) -> ResidualAnalysis | None:
+    """The B_r 3D-Var of what the autoencoder cannot represent, if the parameters ask for it."""
+    if not params.residual_analysis:
+        return None
+    samples = context.error_samples("residual_analysis")
+    return ResidualAnalysis(
+        space,
+        torch.as_tensor(samples, dtype=torch.float32, device=context.device),
+        context.latitudes,
+        context.longitudes,
+        params.residual_localization_km,
+        params.residual_b_scale,
+        device=context.device,
+    )
+
+
+@dataclass
+class Draw:
+    """One call's working state.
+
+    Attributes:
+        background: The background members (each repeated K times), float32.
+        offset: The kept share of the background's autoencoder residual, or None.
+        counters: Per-call counts reported as diagnostics (``nfe`` first).
+    """
+
+    background: Tensor
+    offset: Tensor | None
+    counters: Counter = dataclasses.field(default_factory=lambda: Counter(nfe=0))
+
+
+class LatentMethod:
+    """Encode, find a latent, decode, keep part of the residual, optionally analyse the rest.
+
+    Subclasses implement :meth:`sample_latent`.
+
+    Args:
+        space: Autoencoder and latent standardisation.
+        params: The method's parameters (``samples`` resolved to an integer).
+        residual: Optional B_r 3D-Var run on the decoded analysis.
+    """
+
+    name = "latent method"
+
+    def __init__(self, space: LatentSpace, params: LatentParams, residual: ResidualAnalysis | None = None):
+        self.space, self.params, self.residual = space, params, residual
+        self.samples = getattr(params, "samples", None) or 1
+        for p in space.parameters() if space is not None else ():
+            p.requires_grad_(False)
+
+    def begin(self, background: Tensor) -> tuple[Tensor, Draw]:
+        """The background's latent, and the call's :class:`Draw`."""
+        x_b = background.float()
+        z_b = self.space.encode(x_b)
+        w = self.params.background_residual
+        offset = w * (x_b - self.space.decode(z_b)) if w > 0 else None
+        return z_b, Draw(x_b, offset)
+
+    def decode(self, z: Tensor, draw: Draw) -> Tensor:
+        """The normalised state of a latent, plus the kept part of the background's residual."""
+        state = self.space.decode(z)
+        return state if draw.offset is None else state + draw.offset
+
+    def misfit(self, z: Tensor, observations: Observations, draw: Draw) -> Tensor:
+        """Per-member ``½‖(y − H(D(z)))/σ_o‖²``, shape (member,)."""
+        return self.state_misfit(self.decode(z, draw), observations)
+
+    @staticmethod
+    def state_misfit(state: Tensor, observations: Observations) -> Tensor:
+        """Per-member ``½‖(y − H(x))/σ_o‖²`` of a decoded state, shape (member,)."""
+        y = observations.values.to(state)
+        r = (y - observations.operator(state)) / observations.error_std.to(state)
+        return 0.5 * r.square().sum(dim=1)
+
+    def sample_latent(
+        self, z_b: Tensor, observations: Observations, draw: Draw, generator: torch.Generator | None
+    ) -> Tensor:
+        """One analysis latent per background latent."""
+        raise NotImplementedError
+
+    def checked(self, state: Tensor) -> Tensor:
+        """The decoded analysis, or a clear error if the method diverged."""
+        if not torch.isfinite(state).all():
+            raise FloatingPointError(
+                f"{self.name} produced a non-finite analysis: the sampler diverged (a smaller guidance scale "
+                "or learning rate, or more steps, may help)"
+            )
+        return state
+
+    def analyse(
+        self, background: Tensor, observations: Observations, *, generator: torch.Generator | None = None
+    ) -> Analysis:
+        began = time.perf_counter()
+        members, k = background.shape[0], self.samples
+        draws = background.repeat_interleave(k, dim=0) if k > 1 else background
+        with torch.no_grad():
+            z_b, draw = self.begin(draws)
+        z = self.sample_latent(z_b, observations, draw, generator)
+        with torch.no_grad():
+            decoded = self.decode(z, draw)
+            if k > 1:
+                decoded = decoded.reshape(members, k, *decoded.shape[1:]).mean(dim=1)
+        extra = {}
+        if self.residual is not None:
+            decoded, extra = self.residual.analyse(decoded, background, observations)
+        with torch.no_grad():
+            state = self.checked(decoded.to(background.dtype))
+            chi2 = float((2 * self.state_misfit(decoded, observations)).mean() / max(len(observations), 1))
+        counts = {key: float(value) for key, value in draw.counters.items()}
+        return Analysis(
+            state, {**counts, **extra, "chi2_per_obs": chi2, "seconds": time.perf_counter() - began}
+        )
+
+
+class LatentSampler(LatentMethod):
     """The reverse process of the conditional prior, with a hook for the observations.
 
     Args:
         space: Autoencoder and latent standardisation.
         denoiser: ε_θ(z_t, t, z_b, lead).
         schedule: The noise schedule the denoiser was trained with.
-        steps: Reverse steps from t = 1 to 0.
-        lead_hours: The background's lead time (6 in a 6-hourly cycle, 48 in the seed protocol).
-        corrections: Langevin corrections per step (SDA); 0 switches them off.
-        tau: Langevin step size factor.
-        stochastic: Re-noise with fresh noise at each step (ancestral-like) rather than the
-            deterministic DDIM update.
-        background_residual: Weight w of the background's autoencoder residual
-            x_b − D(E(x_b)) added to every decoded state: 0, the decoded latent alone; 1, the
-            latent sample acts as an increment D(z) − D(z_b) on the full background, which keeps
-            the detail the autoencoder cannot represent but never corrects it.
-        samples: Posterior draws K per background member; the analysis is their mean, an
-            estimate of the posterior mean (a single draw's expected error is √2 × the
-            posterior mean's for a calibrated sampler, K draws' mean √(1 + 1/K) ×).
-        residual: Optional 3D-Var of what the autoencoder cannot represent, run on the
-            decoded analysis (:class:`score_da.residual.ResidualAnalysis`).
+        params: The method's parameters.
+        residual: Optional B_r 3D-Var run on the decoded analysis.
     """
 
     name = "latent sampler"
@@ -64,52 +257,21 @@ class LatentSampler:
         space: LatentSpace,
         denoiser: Denoiser,
         schedule: VPSchedule,
-        steps: int = 32,
-        lead_hours: float = 6.0,
-        corrections: int = 0,
-        tau: float = 0.5,
-        stochastic: bool = True,
-        background_residual: float = 0.5,
-        samples: int = 1,
+        params: SamplerParams,
         residual: ResidualAnalysis | None = None,
     ):
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1; got {steps}")
-        if lead_hours <= 0:
-            raise ValueError(f"lead_hours must be positive; got {lead_hours}")
-        if not 0 <= background_residual <= 1:
-            raise ValueError(f"background_residual must be in [0, 1]; got {background_residual}")
-        if samples < 1:
-            raise ValueError(f"samples must be >= 1; got {samples}")
-        self.samples, self.residual = samples, residual
-        self.space, self.denoiser, self.schedule = space, denoiser, schedule
-        self.steps, self.corrections, self.tau, self.stochastic = steps, corrections, tau, stochastic
-        self.lead = float(lead_code(lead_hours))
-        self.background_residual = background_residual
-        self.offset: Tensor | None = None
-        self.nfe = 0
-        for module in (space, denoiser):
-            for p in module.parameters() if module is not None else ():
-                p.requires_grad_(False)
+        super().__init__(space, params, residual)
+        self.denoiser, self.schedule = denoiser, schedule
+        self.lead = float(lead_code(params.lead_hours))
+        for p in denoiser.parameters():
+            p.requires_grad_(False)
 
-    def begin(self, background: Tensor) -> Tensor:
-        """The background's latent; keeps its weighted autoencoder residual when ``background_residual`` > 0."""
-        x_b = background.float()
-        z_b = self.space.encode(x_b)
-        residual = self.background_residual
-        self.offset = residual * (x_b - self.space.decode(z_b)) if residual > 0 else None
-        return z_b
-
-    def decode(self, z: Tensor) -> Tensor:
-        """The normalised state of a latent, plus the kept part of the background's residual."""
-        state = self.space.decode(z)
-        return state if self.offset is None else state + self.offset
-
-    def eps(self, z_t: Tensor, t: Tensor, z_b: Tensor) -> Tensor:
-        self.nfe += 1
+    def eps(self, z_t: Tensor, t: Tensor, z_b: Tensor, draw: Draw) -> Tensor:
+        draw.counters["nfe"] += 1
         return self.denoiser(z_t, t, z_b, torch.tensor(self.lead, device=z_t.device))
 
-    def noise(self, like: Tensor, generator: torch.Generator | None) -> Tensor:
+    @staticmethod
+    def noise(like: Tensor, generator: torch.Generator | None) -> Tensor:
         return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
 
     def step(
@@ -128,223 +290,26 @@ class LatentSampler:
         """
         s = self.schedule
         mu_next, sigma_next = s.mu(t_next), s.sigma(t_next)
-        if not self.stochastic or t_next <= 0:
+        if not self.params.stochastic or t_next <= 0:
             return mu_next * z0 + sigma_next * eps
         # Variance of q(z_{t_next} | z_t, z0) in the VP parametrisation.
         var = torch.clamp(sigma_next**2 * (1 - (s.mu(t) * sigma_next / (mu_next * s.sigma(t))) ** 2), min=0.0)
         keep = torch.sqrt(torch.clamp(sigma_next**2 - var, min=0.0))
         return mu_next * z0 + keep * eps + var.sqrt() * self.noise(z0, generator)
 
-    def correct(self, z: Tensor, t: Tensor, z_b: Tensor, generator: torch.Generator | None) -> Tensor:
+    def correct(
+        self, z: Tensor, t: Tensor, z_b: Tensor, draw: Draw, generator: torch.Generator | None
+    ) -> Tensor:
         """SDA's Langevin corrections at time t."""
-        for _ in range(self.corrections):
-            eps = self.eps(z, t, z_b)
-            delta = self.tau / eps.square().mean().clamp_min(1e-12)
+        for _ in range(self.params.corrections):
+            eps = self.eps(z, t, z_b, draw)
+            delta = self.params.tau / eps.square().mean().clamp_min(1e-12)
             z = z - (delta * eps + torch.sqrt(2 * delta) * self.noise(z, generator)) * self.schedule.sigma(t)
         return z
 
-    def checked(self, state: Tensor, what: str) -> Tensor:
-        """The decoded analysis, or a clear error if the sampler diverged."""
-        if not torch.isfinite(state).all():
-            raise FloatingPointError(
-                f"{what} produced a non-finite analysis: the sampler diverged (a smaller guidance scale "
-                "or learning rate, or more steps, may help)"
-            )
-        return state
 
-    def misfit(self, z: Tensor, observations: Observations) -> Tensor:
-        """Per-member ``½‖(y − H(D(z)))/σ_o‖²``, shape (member,)."""
-        return self.state_misfit(self.decode(z), observations)
-
-    @staticmethod
-    def state_misfit(state: Tensor, observations: Observations) -> Tensor:
-        """Per-member ``½‖(y − H(x))/σ_o‖²`` of a decoded state, shape (member,)."""
-        y = observations.values.to(state)
-        r = (y - observations.operator(state)) / observations.error_std.to(state)
-        return 0.5 * r.square().sum(dim=1)
-
-    def sample_latent(
-        self, z_b: Tensor, observations: Observations | None, generator: torch.Generator | None = None
-    ) -> Tensor:
-        """One posterior latent per background latent (the method's own reverse process)."""
-        raise NotImplementedError
-
-    def diagnostics(self) -> dict[str, float]:
-        """The method's own per-window counters, besides nfe, χ²/m and seconds."""
-        return {}
-
-    def analyse(
-        self, background: Tensor, observations: Observations, *, generator: torch.Generator | None = None
-    ) -> Analysis:
-        began, self.nfe = time.perf_counter(), 0
-        members = background.shape[0]
-        draws = background.repeat_interleave(self.samples, dim=0) if self.samples > 1 else background
-        with torch.no_grad():
-            z_b = self.begin(draws)
-        z = self.sample_latent(z_b, observations, generator)
-        with torch.no_grad():
-            decoded = self.decode(z)
-            if self.samples > 1:
-                decoded = decoded.reshape(members, self.samples, *decoded.shape[1:]).mean(dim=1)
-        extra = {}
-        if self.residual is not None:
-            decoded, extra = self.residual.analyse(decoded, background, observations)
-        with torch.no_grad():
-            state = self.checked(decoded.to(background.dtype), self.name)
-            chi2 = float((2 * self.state_misfit(decoded, observations)).mean() / max(len(observations), 1))
-        return Analysis(
-            state,
-            {
-                "nfe": float(self.nfe),
-                **self.diagnostics(),
-                **extra,
-                "chi2_per_obs": chi2,
-                "seconds": time.perf_counter() - began,
-            },
-        )
-
-
-class DPS(LatentSampler):
-    """Latent diffusion posterior sampling; `scale` is ζ (0: samples of the prior alone)."""
-
-    name = "dps"
-
-    def __init__(self, *args, scale: float = 1.0, **kwargs):
-        super().__init__(*args, **kwargs)
-        if scale < 0:
-            raise ValueError(f"scale must be >= 0; got {scale}")
-        self.scale = scale
-
-    def sample_latent(
-        self, z_b: Tensor, observations: Observations | None, generator: torch.Generator | None = None
-    ) -> Tensor:
-        """One latent sample per background latent; without observations, a sample of the prior."""
-        guided = self.scale > 0 and observations is not None
-        z = self.noise(z_b, generator)
-        times = self.schedule.times(self.steps, device=z.device)
-        for t, t_next in itertools.pairwise(times):
-            with torch.enable_grad():
-                z_in = z.detach().requires_grad_(guided)
-                eps = self.eps(z_in, t, z_b)
-                z0 = self.schedule.denoise(z_in, eps, t)
-                grad = None
-                if guided:
-                    norm = (2 * self.misfit(z0, observations)).sqrt()
-                    (grad,) = torch.autograd.grad(norm.sum(), z_in)
-            z = self.step(z_in.detach(), z0.detach(), eps.detach(), t, t_next, generator)
-            if grad is not None:
-                z = z - self.scale * grad
-            if self.corrections and t_next > 0:
-                with torch.no_grad():
-                    z = self.correct(z, t_next, z_b, generator)
-        return z.detach()
-
-
-class LOSDA(LatentSampler):
-    """LO-SDA: latent optimisation of Tweedie's estimate against the observations.
-
-    Args (besides :class:`LatentSampler`'s):
-        optimise_below: Optimise at steps with t below this (the early, noisy steps carry
-            little information about the observations).
-        inner_steps: Optimiser iterations per optimised step.
-        lr: Adam's learning rate in standardised latent units (L-BFGS uses a line search).
-        proximal: λ0 of the proximal weight λ_t = λ0 σ_t² / μ_t².
-        polish_steps: Optimiser iterations of the final polish (0: none).
-        polish_proximal: λ of the final polish's proximal term.
-        fit_target: Stop an optimisation once χ²/m falls to this (1: fitted to within σ_o).
-        optimizer: "lbfgs" (strong-Wolfe line search; scale-aware, as 3D-Var's minimiser) or
-            "adam" (as L3DVar; its per-element step normalisation also moves latents the
-            observations hardly constrain).
-    """
-
-    name = "lo-sda"
-
-    def __init__(
-        self,
-        *args,
-        optimise_below: float = 0.6,
-        inner_steps: int = 5,
-        lr: float = 0.05,
-        proximal: float = 1.0,
-        polish_steps: int = 30,
-        polish_proximal: float = 0.1,
-        fit_target: float = 1.0,
-        optimizer: str = "lbfgs",
-        **kwargs,
-    ):
-        super().__init__(*args, **kwargs)
-        if optimizer not in ("lbfgs", "adam"):
-            raise ValueError(f"optimizer must be 'lbfgs' or 'adam'; got {optimizer!r}")
-        self.optimizer = optimizer
-        if inner_steps < 0 or polish_steps < 0:
-            raise ValueError("inner_steps and polish_steps must be >= 0")
-        if lr <= 0 or proximal < 0 or polish_proximal < 0 or fit_target <= 0:
-            raise ValueError("lr and fit_target must be positive, the proximal weights >= 0")
-        self.optimise_below, self.inner_steps, self.lr = optimise_below, inner_steps, lr
-        self.proximal, self.polish_steps, self.polish_proximal = proximal, polish_steps, polish_proximal
-        self.fit_target = fit_target
-        self.decoder_evaluations = 0
-
-    def optimise(self, anchor: Tensor, observations: Observations, weight: float, iterations: int) -> Tensor:
-        """argmin ½‖r(z)‖² + ½ weight ‖z − anchor‖², per member, from the anchor; early stop at the fit target."""
-        z = anchor.detach().clone().requires_grad_()
-        m = max(len(observations), 1)
-        if self.optimizer == "adam":
-            optimiser = torch.optim.Adam([z], lr=self.lr)
-        else:
-            optimiser = torch.optim.LBFGS(
-                [z], lr=1.0, max_iter=1, history_size=10, line_search_fn="strong_wolfe"
-            )
-        fitted = False
-
-        def within_target(misfit: Tensor) -> bool:  # every member fitted to χ²/m ≤ fit_target
-            return float((2 * misfit.detach()).max()) / m <= self.fit_target
-
-        def closure() -> Tensor:
-            nonlocal fitted
-            optimiser.zero_grad(set_to_none=True)
-            with torch.enable_grad():
-                misfit = self.misfit(z, observations)
-                self.decoder_evaluations += 1
-                fitted = within_target(misfit)
-                cost = (misfit + 0.5 * weight * (z - anchor).square().flatten(1).sum(dim=1)).sum()
-                cost.backward()
-            return cost
-
-        for _ in range(iterations):
-            if self.optimizer == "adam":
-                closure()
-                if fitted:
-                    break
-                optimiser.step()
-            else:
-                optimiser.step(closure)
-                with torch.no_grad():
-                    if within_target(self.misfit(z, observations)):
-                        break
-        return z.detach()
-
-    def diagnostics(self) -> dict[str, float]:
-        return {"decoder_evaluations": float(self.decoder_evaluations)}
-
-    def sample_latent(
-        self, z_b: Tensor, observations: Observations | None, generator: torch.Generator | None = None
-    ) -> Tensor:
-        self.decoder_evaluations = 0
-        s = self.schedule
-        with torch.no_grad():
-            z = self.noise(z_b, generator)
-            times = s.times(self.steps, device=z.device)
-            for t, t_next in itertools.pairwise(times):
-                eps = self.eps(z, t, z_b)
-                z0 = s.denoise(z, eps, t)
-                if t < self.optimise_below and self.inner_steps and observations is not None:
-                    weight = self.proximal * float(s.sigma(t) ** 2 / s.mu(t) ** 2)
-                    z0 = self.optimise(z0, observations, weight, self.inner_steps)
-                    eps = (z - s.mu(t) * z0) / s.sigma(t)
-                z = self.step(z, z0, eps, t, t_next, generator)
-                if self.corrections and t_next > 0:
-                    z = self.correct(z, t_next, z_b, generator)
-            if self.polish_steps and observations is not None:
-                z = self.optimise(z, observations, self.polish_proximal, self.polish_steps)
-        return z
+def with_samples(params: SamplerParams, context: MethodContext, deterministic: int) -> SamplerParams:
+    """`params` with ``samples: None`` resolved: `deterministic` draws in a one-member run, 1 in an ensemble."""
+    if params.samples is not None:
+        return params
+    return dataclasses.replace(params, samples=deterministic if context.members == 1 else 1)

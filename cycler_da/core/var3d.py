@@ -22,8 +22,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from baselines.covariance import ControlTransform, EnsembleControlTransform, innovation_variance_ratio
-from cycler_da.analysis import Analysis, Observations
+from cycler_da.core.contract import Analysis, Observations
+from cycler_da.core.covariance import ControlTransform, EnsembleControlTransform, innovation_variance_ratio
 
 
 class ThreeDVar:

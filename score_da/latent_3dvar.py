@@ -1,4 +1,4 @@
-"""Latent 3D-Var (L3DVar of Fan et al.'s latent data assimilation; LO-SDA's main competitor).
+"""The method ``latent-3dvar``: latent 3D-Var (L3DVar of Fan et al.'s latent data assimilation; LO-SDA's main competitor).
 
 The 3D-Var cost in the autoencoder's latent space, with a diagonal latent B_z:
 
@@ -15,25 +15,44 @@ two differ only in the prior: a diagonal Gaussian here, the conditional diffusio
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
-from cycler_da.analysis import Observations
+from cycler_da.core import MethodContext, MethodSpec, Observations
 from score_da.latent import LatentSpace
 from score_da.residual import ResidualAnalysis
-from score_da.sampling import LatentSampler
+from score_da.sampling import Draw, LatentMethod, LatentParams, load_space, residual_step
 
 
-class LatentThreeDVar(LatentSampler):
+@dataclass(frozen=True)
+class LatentThreeDVarParams(LatentParams):
+    """Parameters of ``latent-3dvar``."""
+
+    b_scale: float = 3.0
+    """Factor on B_z's variances."""
+    max_iterations: int = 50
+    """L-BFGS iterations."""
+    tolerance: float = 1e-5
+    """Stop when the gradient's largest component falls below this."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.b_scale <= 0:
+            raise ValueError(f"b_scale must be positive; got {self.b_scale}")
+        if self.max_iterations < 1:
+            raise ValueError(f"max_iterations must be >= 1; got {self.max_iterations}")
+
+
+class LatentThreeDVar(LatentMethod):
     """L3DVar on the standardised latents of `space`.
 
     Args:
         space: Autoencoder and latent standardisation.
         error_samples: Training-set background-error samples, normalised, (sample, channel, lat, lon).
-        b_scale: Factor on B_z's variances.
-        max_iterations: L-BFGS iterations.
-        tolerance: Stop when the gradient's largest component falls below this.
-        background_residual, residual: As in :class:`score_da.sampling.LatentSampler`.
+        params: The method's parameters.
+        residual: Optional B_r 3D-Var run on the decoded analysis.
         batch: Error samples encoded at once.
     """
 
@@ -43,26 +62,16 @@ class LatentThreeDVar(LatentSampler):
         self,
         space: LatentSpace,
         error_samples: Tensor,
-        b_scale: float = 1.0,
-        max_iterations: int = 50,
-        tolerance: float = 1e-5,
-        background_residual: float = 0.5,
+        params: LatentThreeDVarParams,
         residual: ResidualAnalysis | None = None,
         batch: int = 60,
     ):
-        super().__init__(space, None, None, background_residual=background_residual, residual=residual)
-        if b_scale <= 0:
-            raise ValueError(f"b_scale must be positive; got {b_scale}")
-        if max_iterations < 1:
-            raise ValueError(f"max_iterations must be >= 1; got {max_iterations}")
+        super().__init__(space, params, residual)
         if error_samples.ndim != 4 or error_samples.shape[0] < 2:
             raise ValueError(
                 f"error_samples must be (sample >= 2, channel, lat, lon); got {tuple(error_samples.shape)}"
             )
-        self.errors = error_samples.float()
-        self.b_scale, self.max_iterations = b_scale, max_iterations
-        self.tolerance, self.batch = tolerance, batch
-        self.iterations = 0
+        self.errors, self.batch = error_samples.float(), batch
 
     @torch.no_grad()
     def latent_std(self, background: Tensor, z_b: Tensor) -> Tensor:
@@ -71,41 +80,45 @@ class LatentThreeDVar(LatentSampler):
         out = []
         for x_b, z in zip(background.float(), z_b, strict=True):
             dz = torch.cat([self.space.encode(x_b + e) - z for e in errors.split(self.batch)])
-            out.append((dz - dz.mean(0)).square().mean(0).mul(self.b_scale).sqrt())
+            out.append((dz - dz.mean(0)).square().mean(0).mul(self.params.b_scale).sqrt())
         return torch.stack(out)
 
-    def diagnostics(self) -> dict[str, float]:
-        return {"iterations": float(self.iterations)}
-
     def sample_latent(
-        self, z_b: Tensor, observations: Observations | None, generator: torch.Generator | None = None
+        self, z_b: Tensor, observations: Observations, draw: Draw, generator: torch.Generator | None
     ) -> Tensor:
-        if observations is None or len(observations) == 0:
-            self.iterations = 0
+        draw.counters["iterations"] = 0
+        if len(observations) == 0:
             return z_b
-        sigma = self.latent_std(self.background, z_b)
+        sigma = self.latent_std(draw.background, z_b)
         v = torch.zeros_like(z_b, requires_grad=True)
         optimiser = torch.optim.LBFGS(
             [v],
             lr=1,
-            max_iter=self.max_iterations,
+            max_iter=self.params.max_iterations,
             history_size=20,
-            tolerance_grad=self.tolerance,
+            tolerance_grad=self.params.tolerance,
             tolerance_change=1e-12,
             line_search_fn="strong_wolfe",
         )
 
         def cost() -> Tensor:
             optimiser.zero_grad()
-            j = 0.5 * v.square().sum() + self.misfit(z_b + sigma * v, observations).sum()
+            j = 0.5 * v.square().sum() + self.misfit(z_b + sigma * v, observations, draw).sum()
             j.backward()
             return j
 
         with torch.enable_grad():
             optimiser.step(cost)
-        self.iterations = int(optimiser.state[v].get("n_iter", 0))
+        draw.counters["iterations"] = int(optimiser.state[v].get("n_iter", 0))
         return (z_b + sigma * v).detach()
 
-    def begin(self, background: Tensor) -> Tensor:
-        self.background = background.float()
-        return super().begin(background)
+
+def build(context: MethodContext, params: LatentThreeDVarParams) -> LatentThreeDVar:
+    samples = torch.as_tensor(
+        context.error_samples("latent-3dvar"), dtype=torch.float32, device=context.device
+    )
+    space = load_space(context, params.vae)
+    return LatentThreeDVar(space, samples, params, residual_step(context, space, params))
+
+
+METHOD = MethodSpec("latent-3dvar", LatentThreeDVarParams, build)

@@ -29,15 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-EARTH_RADIUS_KM = 6371.0
-
-
-def great_circle_km(lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray, lon2: np.ndarray) -> np.ndarray:
-    """Pairwise great-circle distances (km) between points 1 (rows) and points 2 (columns)."""
-    p1, p2 = np.radians(lat1)[:, None], np.radians(lat2)[None, :]
-    dlon = np.radians(lon2)[None, :] - np.radians(lon1)[:, None]
-    cos_angle = np.sin(p1) * np.sin(p2) + np.cos(p1) * np.cos(p2) * np.cos(dlon)
-    return EARTH_RADIUS_KM * np.arccos(np.clip(cos_angle, -1.0, 1.0))
+from cycler_da.core.contract import MethodContext
+from cycler_da.core.geometry import EARTH_RADIUS_KM, great_circle_km
 
 
 def symmetric_sqrt(matrix: np.ndarray) -> np.ndarray:
@@ -339,3 +332,35 @@ def innovation_variance_ratio(
     ratio = (weights @ excess) / (weights @ modelled).clamp_min(torch.finfo(departure.dtype).tiny)
     ratio = ratio.clamp(*bounds)
     return torch.where(weights.sum(dim=1) >= min_observations, ratio, torch.ones_like(ratio))
+
+
+# The ensemble B's localisation: the 3dvar default, and the hybrids' 3D-Var.
+ENSEMBLE_LOCALIZATION_KM = 1500.0
+
+
+def static_transform(
+    context: MethodContext, scale: float, length_scale_km: float | None = None
+) -> ControlTransform:
+    """The Gaussian (separable) B of the run's training-set statistics, scaled by `scale`."""
+    return ControlTransform(
+        context.error_statistics(),
+        context.latitudes,
+        context.longitudes,
+        scale,
+        length_scale_km,
+        device=context.device,
+    )
+
+
+def ensemble_transform(
+    context: MethodContext, scale: float, localization_km: float, what: str
+) -> EnsembleControlTransform:
+    """The localised training-set-error B of the run, scaled by `scale`; `what` names who needs it."""
+    return EnsembleControlTransform(
+        context.error_samples(what),
+        context.latitudes,
+        context.longitudes,
+        localization_km,
+        scale,
+        device=context.device,
+    )

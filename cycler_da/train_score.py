@@ -10,16 +10,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from pydantic import Field
 
 from cycler_da.config import ForecastDataConfig, Strict
-from cycler_da.provenance import file_hash, training_provenance
+from cycler_da.provenance import training_provenance
+from forecast_models.checkpoint import file_hash
 from score_da import checkpoint
+from score_da.checkpoint import load_latent_space
 from score_da.latent import AutoencoderConfig, LatentSpace
 from score_da.networks import Denoiser, coarsen_latitudes
-from score_da.schedule import VPSchedule
 from score_da.training import (
     LEADS_HOURS,
     AutoencoderTraining,
@@ -132,29 +132,6 @@ def train_vae(
     checkpoint.save(out, space.cpu(), manifest)
     state_path.unlink(missing_ok=True)
     return manifest
-
-
-def load_latent_space(path: str | Path = "default", device: str = "cpu") -> tuple[LatentSpace, dict]:
-    """The autoencoder of a ``vae`` checkpoint (``"default"``: the shipped one), in eval mode."""
-    path = checkpoint.resolve(path, "vae")
-    manifest, state = checkpoint.read(path, "vae")
-    # Manifests from before `anomalies` lack the key: the config's default (plain states) applies.
-    space = LatentSpace.build(
-        AutoencoderConfig(**manifest["architecture"]),
-        manifest["channels"],
-        np.asarray(manifest["grid"]["latitudes"]),
-    )
-    space = checkpoint.load_into(space, state, path)
-    return space.to(device), manifest
-
-
-def load_prior(path: str | Path = "default", device: str = "cpu") -> tuple[Denoiser, VPSchedule, dict]:
-    """The denoiser (EMA weights) and schedule of a ``prior`` checkpoint, in eval mode."""
-    path = checkpoint.resolve(path, "prior")
-    manifest, state = checkpoint.read(path, "prior")
-    latitudes = coarsen_latitudes(np.asarray(manifest["grid"]["latitudes"]))
-    denoiser = Denoiser(manifest["latent"]["channels"], latitudes, **manifest["architecture"])
-    return checkpoint.load_into(denoiser, state, path).to(device), denoiser.schedule, manifest
 
 
 def train_prior_model(

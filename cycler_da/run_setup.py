@@ -1,0 +1,217 @@
+"""Everything a run builds once: the truth, the forecast model, the method, the networks.
+
+The truth is loaded for the run's windows (and the cold start before them) and normalised
+here: from this point the cycle works in normalised units, and only the run directory's
+files and scores are physical.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+
+from cycler_da import nature
+from cycler_da.config import ConfigError
+from cycler_da.core import MethodContext, build_method
+from cycler_da.core.channels import TIME
+from cycler_da.normalization import NormStats
+from cycler_da.regrid import regrid
+from cycler_da.run_config import RunConfig
+from cycler_da.sources import open_dataset
+from cycler_da.state import Grid, to_tensor
+from cycler_da.statistics_cache import TrainingErrors, truth_climatology, truth_norm_stats
+from forecast_models.checkpoint import check_compatible, file_hash, load_checkpoint, resolve_checkpoint
+from observation_ops.networks import NetworkSpec
+
+STEP = pd.Timedelta(hours=6)
+
+
+class RunError(RuntimeError):
+    """A run that cannot start or continue; earlier windows are left intact."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Setup:
+    """Everything built once per run.
+
+    Attributes:
+        truth: The truth over the run, normalised, (time, channel, lat, lon).
+        error_std: σ_o per channel, normalised, (channel,).
+        background_std: QC's σ_b, normalised, (channel, lat).
+        climatology: Physical (channel, lat, lon), for forecast ACC; None without forecasts.
+    """
+
+    config: RunConfig
+    run_dir: Path
+    labels: list[str]
+    grid: Grid
+    stats: NormStats
+    truth: torch.Tensor
+    truth_times: pd.DatetimeIndex
+    truth_path: str
+    emulator: torch.nn.Module
+    checkpoint: Path
+    checkpoint_sha: str
+    method: object
+    networks: list[NetworkSpec]
+    error_std: np.ndarray
+    background_std: np.ndarray
+    windows: pd.DatetimeIndex
+    device: torch.device
+    climatology: np.ndarray | None = None
+
+    def truth_or_none(self, time: pd.Timestamp) -> torch.Tensor | None:
+        """The truth at `time` if the loaded truth covers it (forecast verification)."""
+        return self.truth_at(time) if time in self.truth_times else None
+
+    def truth_at(self, time: pd.Timestamp) -> torch.Tensor:
+        """The normalised truth at `time`, (1, channel, lat, lon), checked finite."""
+        index = self.truth_times.get_indexer([time])[0]
+        if index < 0:
+            raise RunError(f"the truth has no state at {time}")
+        state = self.truth[index : index + 1]
+        if not torch.isfinite(state).all():
+            bad = [self.labels[c] for c in range(state.shape[1]) if not torch.isfinite(state[0, c]).all()]
+            raise RunError(f"the truth at {time} has NaN or infinity in channels {bad}: the data is corrupt")
+        return state.to(self.device)
+
+    def physical(self, state: torch.Tensor) -> torch.Tensor:
+        """A normalised state in physical units, float32: as the run directory holds it."""
+        return self.stats.denormalise(state).float()
+
+    def normalised(self, physical: torch.Tensor) -> torch.Tensor:
+        """A physical state (as written or read back) in the cycle's normalised units."""
+        return self.stats.normalise(physical)
+
+
+def open_truth(config: RunConfig, start: pd.Timestamp, end: pd.Timestamp) -> tuple[xr.Dataset, str, str]:
+    """The truth dataset covering [start, end] and its training period, its path and a cache key."""
+    truth = config.truth
+    if truth.source == "nature":
+        spec = nature.NatureSpec(truth.nature.resolution, truth.nature.seed, truth.nature.compiled)
+        # Lazy: one span covering the training period (statistics) and the run's windows.
+        first = min(start, pd.Timestamp(truth.train_period[0]))
+        ds = nature.open_nature(first, max(end, pd.Timestamp(truth.train_period[1])), spec)
+        return ds, str(spec.cache_dir), spec.key
+    return open_dataset(truth.path), str(truth.path), f"dataset:{truth.path}"
+
+
+def _earliest_truth(config: RunConfig, takes_previous: bool) -> pd.Timestamp:
+    """The oldest truth any forecast-from-truth needs: the cold start's oldest member, and 6 h
+    more for a two-frame emulator's previous state (seed-protocol backgrounds start later)."""
+    cold = config.cold_start
+    hours = cold.lead_hours + cold.lagged_hours * (config.ensemble.members - 1) + (6 if takes_previous else 0)
+    return pd.Timestamp(config.run.start) - pd.Timedelta(hours=hours)
+
+
+def _networks(config: RunConfig) -> list[NetworkSpec]:
+    index = {label: i for i, label in enumerate(config.channels)}
+    every = tuple(range(len(config.channels)))
+    return [
+        NetworkSpec(
+            channels=every if n.channels == "all" else tuple(index[c] for c in n.channels),
+            **n.model_dump(exclude={"channels"}),
+        )
+        for n in config.observations.networks
+    ]
+
+
+def _error_std(config: RunConfig, stats: NormStats) -> np.ndarray:
+    """σ_o per channel in normalised units: relative to each channel's std, or absolute."""
+    error_std = np.full(len(config.channels), config.observations.relative_error)
+    for label, value in config.observations.absolute_error.items():
+        c = config.channels.index(label)
+        error_std[c] = value / stats.std[c]
+    return error_std
+
+
+def build_setup(config: RunConfig, run_dir: Path) -> Setup:
+    """Loads and checks everything the run needs; nothing is written."""
+    labels = list(config.channels)
+    device = torch.device(config.run.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RunError("run.device is cuda, but torch sees no CUDA device")
+    start = pd.Timestamp(config.run.start)
+    windows = pd.date_range(start + STEP, start + pd.Timedelta(days=config.run.days), freq=STEP)
+    checkpoint = resolve_checkpoint(config.forecast.checkpoint)
+    emulator, manifest = load_checkpoint(checkpoint, device)
+    earliest = _earliest_truth(config, emulator.takes_previous)
+    # Forecasts from analyses are scored as far as the truth reaches past the last window.
+    forecast = config.forecast
+    last = windows[-1] + pd.Timedelta(hours=forecast.max_lead_hours if forecast.from_hours else 0)
+    ds, truth_path, source_key = open_truth(config, earliest, last)
+    model_grid = Grid.from_dict(manifest["grid"])
+    if not Grid.from_dataset(ds).same_as(model_grid):
+        ds = regrid(ds, model_grid)
+    grid = Grid.from_dataset(ds)
+    stats = truth_norm_stats(ds, labels, config.truth.train_period, source_key)
+    try:
+        check_compatible(
+            manifest,
+            labels,
+            grid.latitudes,
+            grid.longitudes,
+            stats.mean,
+            stats.std,
+            name=f"checkpoint {checkpoint}",
+        )
+    except ValueError as err:
+        raise RunError(str(err)) from err
+    sha = file_hash(checkpoint)
+    window_ds = ds.sel({TIME: slice(earliest, last)}).load()
+    times = pd.DatetimeIndex(window_ds[TIME].values)
+    if len(missing := windows.difference(times)):
+        raise RunError(
+            f"the truth lacks {len(missing)} window times, first {missing[0]} (source {truth_path})"
+        )
+    training_errors = TrainingErrors(
+        ds, labels, config.truth.train_period, stats, emulator.cpu(), sha, source_key
+    )
+    bstats = training_errors.statistics()
+    emulator.to(device)
+    if forecast.compile:
+        emulator.compile_network()
+    # The training errors move with the emulator; an ensemble B asks for them lazily.
+    context = MethodContext(
+        channels=tuple(labels),
+        latitudes=grid.latitudes,
+        longitudes=grid.longitudes,
+        background_error=bstats,
+        background_error_samples=training_errors.errors,
+        device=str(device),
+        normalisation=stats,
+        members=config.ensemble.members,
+    )
+    try:
+        method = build_method(config.method.name, context, **config.method.params)
+    except ValueError as err:
+        raise ConfigError(f"method: {err}") from err
+    return Setup(
+        config=config,
+        run_dir=run_dir,
+        labels=labels,
+        grid=grid,
+        stats=stats,
+        truth=stats.normalise(to_tensor(window_ds, labels)),
+        truth_times=times,
+        truth_path=truth_path,
+        emulator=emulator,
+        checkpoint=checkpoint,
+        checkpoint_sha=sha,
+        method=method,
+        networks=_networks(config),
+        error_std=_error_std(config, stats),
+        background_std=bstats.std * config.observations.qc.background_error_scale,
+        windows=windows,
+        device=device,
+        climatology=(
+            truth_climatology(ds, labels, config.truth.train_period, source_key)
+            if forecast.from_hours
+            else None
+        ),
+    )
