@@ -1,5 +1,7 @@
-"""The method ``enkf``: the LETKF (numerics in :mod:`baselines.letkf`) with its inflation and
-channel localisation built from the run's training-set errors.
+"""The method ``enkf``: the LETKF, its inflation and channel localisation drawn from the training-set errors.
+
+The analysis itself is :class:`baselines.letkf.LETKF`; this file builds its additive
+inflation and channel localisation from the run's training-set errors.
 
 Additive inflation stands in for the neural model's error, which the ensemble cannot
 represent: ``additive_covariance: samples`` draws Σ_k w_k X_k / √(N−1), w ~ N(0, I), from the
@@ -27,7 +29,12 @@ from torch import Tensor
 
 from baselines.letkf import LETKF
 from cycler_da.core import MethodContext, MethodSpec
-from cycler_da.core.covariance import neighbourhood_channel_coupling, optimal_localization, static_transform
+from cycler_da.core.covariance import (
+    error_statistics,
+    neighbourhood_channel_coupling,
+    optimal_localization,
+    static_transform,
+)
 
 CHANNEL_LOCALIZATIONS = ("none", "correlation", "neighbourhood", "optimal")
 ADDITIVE_COVARIANCES = ("gaussian", "samples")
@@ -111,7 +118,7 @@ def channel_factors(context: MethodContext, params: LETKFParams) -> Tensor | Non
     if kind == "none":
         return None
     if kind == "correlation":
-        return torch.as_tensor(np.abs(context.error_statistics().channel_correlation))
+        return torch.as_tensor(np.abs(error_statistics(context).channel_correlation))
     errors = context.error_samples(f"channel_localization {kind!r}")
     rho = neighbourhood_channel_coupling(
         errors, context.latitudes, context.longitudes, params.channel_localization_km

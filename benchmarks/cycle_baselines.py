@@ -28,10 +28,6 @@ from cycler_da.driver import run_cycle
 from cycler_da.run_config import RunConfig
 
 SHOW = ("z500", "t850", "u250", "v500", "msl")
-# Benchmark labels that are a registered method with other parameters: "envar" is the enkf
-# method's hybrid 3DEnVar (LETKF members recentred on a 3D-Var with the static B blended 70/30
-# with the members' localised covariance), chosen in benchmarks/tune_baselines.py.
-VARIANTS = {"envar": ("enkf", {"envar_weight": 0.3, "hybrid_b_scale": 1.5})}
 
 
 def run_or_reuse(config: dict, progress: bool = True) -> Path:
@@ -52,13 +48,12 @@ def run_one(
     checkpoint: str = "default",
     previous: str = "mean",
 ) -> Path:
-    """Run (or reuse) benchmark label `method`: a registered method or one of VARIANTS."""
+    """Run (or reuse) registered method `method` with its defaults and `params[method]`."""
     name = f"{method}-{round(fraction * 100)}pct-{days:g}d" + ("" if previous == "mean" else f"-{previous}")
-    registered, variant = VARIANTS.get(method, (method, {}))
     return run_or_reuse(
         {
             "run": {"start": "2018-01-01", "days": days, "name": name, "runs_dir": str(runs_dir)},
-            "method": {"name": registered, "params": {**variant, **params.get(method, {})}},
+            "method": {"name": method, "params": params.get(method, {})},
             "observations": {"networks": [{"kind": "columns", "fraction": fraction}]},
             "forecast": {"checkpoint": checkpoint, "previous": previous},
         }
@@ -142,7 +137,7 @@ def main() -> None:
         "--methods",
         nargs="+",
         default=["none", "3dvar", "enkf", "envar"],
-        help=f"registered methods or the variants {sorted(VARIANTS)}",
+        help="registered methods (cycler methods lists them)",
     )
     parser.add_argument("--runs-dir", type=Path, default=Path("benchmarks/runs"))
     parser.add_argument("--threads", type=int, default=2)

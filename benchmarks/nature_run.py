@@ -23,8 +23,8 @@ import pandas as pd
 import torch
 
 from cycler_da import nature
+from cycler_da.core.channels import NATURE_LEVELS
 from cycler_da.regrid import gaussian_grid
-from cycler_da.variables import NATURE_LEVELS
 
 
 def time_steps(resolution: str, compiled: bool, days: int) -> tuple[float, float]:

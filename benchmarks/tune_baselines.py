@@ -59,14 +59,14 @@ TRIALS = [
     # Additive draws from the training-set error samples' covariance instead of the Gaussian B.
     ("enkf", {"rtps": 0.5, "additive": 0.2, "localization_km": 1500.0, "additive_covariance": "samples"}, 40),
     # Hybrid gain (Penny 2014): a 3D-Var with the ensemble B refines the LETKF mean.
-    ("enkf", {"additive_covariance": "samples", "hybrid_weight": 0.5}, 40),
-    ("enkf", {"additive_covariance": "samples", "hybrid_weight": 1.0}, 40),
-    ("enkf", {"additive_covariance": "samples", "hybrid_weight": 0.5, "hybrid_b_scale": 1.5}, 40),
+    ("hybrid-gain", {"additive_covariance": "samples", "hybrid_weight": 0.5}, 40),
+    ("hybrid-gain", {"additive_covariance": "samples", "hybrid_weight": 1.0}, 40),
+    ("hybrid-gain", {"additive_covariance": "samples", "hybrid_weight": 0.5, "hybrid_b_scale": 1.5}, 40),
     # The under-dispersed wind channels (spread/skill ~0.6 at 5 %): inflate per channel.
     ("enkf", {"additive_covariance": "samples", "adaptive_inflation": True}, 40),
     ("enkf", {"additive_covariance": "samples", "additive": 0.3, "rtps": 0.7}, 40),
     ("enkf", {"additive_covariance": "samples", "localization_km": 1000.0}, 40),
-    ("enkf", {"additive_covariance": "samples", "adaptive_inflation": True, "hybrid_weight": 1.0}, 40),
+    ("hybrid-gain", {"additive_covariance": "samples", "adaptive_inflation": True, "hybrid_weight": 1.0}, 40),
     ("enkf", {"additive_covariance": "samples", "adaptive_inflation": True, "localization_km": 2000.0}, 40),
     (
         "enkf",
@@ -75,13 +75,13 @@ TRIALS = [
     ),
     ("enkf", {"additive_covariance": "samples", "adaptive_inflation": True, "localization_km": 2500.0}, 40),
     ("enkf", {"additive_covariance": "samples", "adaptive_inflation": True}, 80),
-    ("enkf", {"additive_covariance": "samples", "hybrid_weight": 1.0, "hybrid_b_scale": 1.5}, 40),
+    ("hybrid-gain", {"additive_covariance": "samples", "hybrid_weight": 1.0, "hybrid_b_scale": 1.5}, 40),
     # Trial 23 with adaptive inflation spelled out off (it was briefly the default): the 30-day enkf default.
     ("enkf", {"additive_covariance": "samples", "adaptive_inflation": False}, 40),
     # Hybrid 3DEnVar mean (static B blended with the members' localised covariance), LETKF members.
-    ("enkf", {"envar_weight": 0.5, "hybrid_b_scale": 1.5}, 40),
-    ("enkf", {"envar_weight": 0.75, "hybrid_b_scale": 1.5}, 40),
-    ("enkf", {"envar_weight": 0.3, "hybrid_b_scale": 1.5}, 40),
+    ("envar", {"envar_weight": 0.5, "hybrid_b_scale": 1.5}, 40),
+    ("envar", {"envar_weight": 0.75, "hybrid_b_scale": 1.5}, 40),
+    ("envar", {"envar_weight": 0.3, "hybrid_b_scale": 1.5}, 40),
     # With the two-frame forecast model (2026-12-05): the LETKF's spread and localisation retuned.
     ("enkf", {"additive_covariance": "samples", "additive": 0.3}, 40),
     ("enkf", {"additive_covariance": "samples", "additive": 0.3, "rtps": 0.3}, 40),
@@ -124,7 +124,7 @@ TRIALS = [
     ("3dvar", {"adaptive_variance": True}, None),
 ]
 SHOW = ("z500", "t850", "u250", "msl")
-# The enkf trials before this one name only what differs from the defaults of their day, which
+# The LETKF trials (enkf and its hybrids) before this one name only what differs from the defaults of their day, which
 # they keep: channel localisation at a point ("correlation") and additive inflation 0.2.
 FIRST_NEIGHBOURHOOD_TRIAL = 44
 DEFAULTS_BEFORE = {"channel_localization": "correlation", "additive": 0.2}
@@ -153,7 +153,7 @@ def main() -> None:
         if args.only is not None and str(number) not in args.only:
             continue
         label = (f"{method} {params}" if params else method) + (f" N={members}" if members else "")
-        if method == "enkf" and number < FIRST_NEIGHBOURHOOD_TRIAL:
+        if method in ("enkf", "envar", "hybrid-gain") and number < FIRST_NEIGHBOURHOOD_TRIAL:
             params = {**DEFAULTS_BEFORE, **params}
         name = f"{method}-{args.fraction:g}-{args.days:g}d-" + "-".join(f"{k}{v}" for k, v in params.items())
         name += f"-m{members}" if members else ""

@@ -31,8 +31,7 @@ from cycle_baselines import run_or_reuse
 
 from cycler_da.config import ForecastTrainingConfig, parse_config
 from cycler_da.forecast import train_forecast
-from cycler_da.provenance import file_hash
-from forecast_models.checkpoint import read_manifest
+from forecast_models.checkpoint import file_hash, read_manifest
 
 # (perturbed_fraction, perturbation_scale); None: the parent, not fine-tuned.
 TRIALS = [None, (0.0, 1.0), (0.5, 1.0), (0.25, 2.0), (0.5, 2.0)]

@@ -284,6 +284,32 @@ def train_prior(
     )
 
 
+@app.command("methods")
+def methods(
+    name: Annotated[str | None, typer.Argument(help="A method: list its parameters.")] = None,
+) -> None:
+    """List the analysis methods, or one method's parameters with their defaults.
+
+    Built-in and installed methods alike (entry points of ``cycler.analysis_methods``); set
+    parameters under ``method.params`` in a run's YAML.
+    """
+    from cycler_da.core.registry import MethodError, known_methods, method_spec
+
+    if name is None:
+        for known in known_methods():
+            spec = method_spec(known)
+            members = f"{spec.members} members" if spec.members > 1 else "deterministic"
+            typer.echo(f"{known:14} {members:14} {spec.summary}")
+        return
+    try:
+        spec = method_spec(name)
+    except MethodError as err:
+        _fail(str(err))
+    typer.echo(f"{name}: {spec.summary}")
+    for parameter, default, doc in spec.describe():
+        typer.echo(f"  {parameter:26} {default!s:12} {doc}")
+
+
 @app.command("run")
 def run(
     config: Annotated[

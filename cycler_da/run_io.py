@@ -1,4 +1,4 @@
-"""The run directory (DESIGN.md §7): file names, window files, scores, run.json — all atomic."""
+"""The run directory (docs/architecture.md): file names, window files, scores, run.json — all atomic."""
 
 from __future__ import annotations
 

@@ -130,26 +130,33 @@ def _error_std(config: RunConfig, stats: NormStats) -> np.ndarray:
     return error_std
 
 
-def build_setup(config: RunConfig, run_dir: Path) -> Setup:
-    """Loads and checks everything the run needs; nothing is written."""
-    labels = list(config.channels)
-    device = torch.device(config.run.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RunError("run.device is cuda, but torch sees no CUDA device")
-    start = pd.Timestamp(config.run.start)
-    windows = pd.date_range(start + STEP, start + pd.Timedelta(days=config.run.days), freq=STEP)
-    checkpoint = resolve_checkpoint(config.forecast.checkpoint)
-    emulator, manifest = load_checkpoint(checkpoint, device)
+@dataclass(frozen=True, kw_only=True)
+class _Truth:
+    """The truth dataset on the model's grid, its normalisation, and the run's span of it loaded."""
+
+    dataset: xr.Dataset
+    window: xr.Dataset
+    path: str
+    key: str
+    grid: Grid
+    stats: NormStats
+
+
+def _load_truth(
+    config: RunConfig, windows: pd.DatetimeIndex, emulator, manifest: dict, checkpoint: Path
+) -> _Truth:
+    """The truth over the run, regridded to the model's grid; refuses a model trained on other data."""
     earliest = _earliest_truth(config, emulator.takes_previous)
     # Forecasts from analyses are scored as far as the truth reaches past the last window.
     forecast = config.forecast
     last = windows[-1] + pd.Timedelta(hours=forecast.max_lead_hours if forecast.from_hours else 0)
-    ds, truth_path, source_key = open_truth(config, earliest, last)
+    ds, path, key = open_truth(config, earliest, last)
     model_grid = Grid.from_dict(manifest["grid"])
     if not Grid.from_dataset(ds).same_as(model_grid):
         ds = regrid(ds, model_grid)
     grid = Grid.from_dataset(ds)
-    stats = truth_norm_stats(ds, labels, config.truth.train_period, source_key)
+    labels = list(config.channels)
+    stats = truth_norm_stats(ds, labels, config.truth.train_period, key)
     try:
         check_compatible(
             manifest,
@@ -162,56 +169,67 @@ def build_setup(config: RunConfig, run_dir: Path) -> Setup:
         )
     except ValueError as err:
         raise RunError(str(err)) from err
-    sha = file_hash(checkpoint)
-    window_ds = ds.sel({TIME: slice(earliest, last)}).load()
-    times = pd.DatetimeIndex(window_ds[TIME].values)
-    if len(missing := windows.difference(times)):
-        raise RunError(
-            f"the truth lacks {len(missing)} window times, first {missing[0]} (source {truth_path})"
-        )
-    training_errors = TrainingErrors(
-        ds, labels, config.truth.train_period, stats, emulator.cpu(), sha, source_key
-    )
-    bstats = training_errors.statistics()
-    emulator.to(device)
-    if forecast.compile:
-        emulator.compile_network()
+    window = ds.sel({TIME: slice(earliest, last)}).load()
+    if len(missing := windows.difference(pd.DatetimeIndex(window[TIME].values))):
+        raise RunError(f"the truth lacks {len(missing)} window times, first {missing[0]} (source {path})")
+    return _Truth(dataset=ds, window=window, path=path, key=key, grid=grid, stats=stats)
+
+
+def _method(config: RunConfig, truth: _Truth, errors: TrainingErrors, statistics, device: torch.device):
+    """The run's analysis method, built once; its bad parameters are configuration errors."""
     # The training errors move with the emulator; an ensemble B asks for them lazily.
     context = MethodContext(
-        channels=tuple(labels),
-        latitudes=grid.latitudes,
-        longitudes=grid.longitudes,
-        background_error=bstats,
-        background_error_samples=training_errors.errors,
+        channels=tuple(config.channels),
+        latitudes=truth.grid.latitudes,
+        longitudes=truth.grid.longitudes,
+        background_error=statistics,
+        background_error_samples=errors.errors,
         device=str(device),
-        normalisation=stats,
+        normalisation=truth.stats,
         members=config.ensemble.members,
     )
     try:
-        method = build_method(config.method.name, context, **config.method.params)
+        return build_method(config.method.name, context, **config.method.params)
     except ValueError as err:
         raise ConfigError(f"method: {err}") from err
+
+
+def build_setup(config: RunConfig, run_dir: Path) -> Setup:
+    """Loads and checks everything the run needs; nothing is written."""
+    labels = list(config.channels)
+    device = torch.device(config.run.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RunError("run.device is cuda, but torch sees no CUDA device")
+    start = pd.Timestamp(config.run.start)
+    windows = pd.date_range(start + STEP, start + pd.Timedelta(days=config.run.days), freq=STEP)
+    checkpoint = resolve_checkpoint(config.forecast.checkpoint)
+    emulator, manifest = load_checkpoint(checkpoint, device)
+    truth = _load_truth(config, windows, emulator, manifest, checkpoint)
+    period, sha = config.truth.train_period, file_hash(checkpoint)
+    errors = TrainingErrors(truth.dataset, labels, period, truth.stats, emulator.cpu(), sha, truth.key)
+    statistics = errors.statistics()
+    emulator.to(device)
+    if config.forecast.compile:
+        emulator.compile_network()
+    method = _method(config, truth, errors, statistics, device)
+    forecasts = bool(config.forecast.from_hours)
     return Setup(
         config=config,
         run_dir=run_dir,
         labels=labels,
-        grid=grid,
-        stats=stats,
-        truth=stats.normalise(to_tensor(window_ds, labels)),
-        truth_times=times,
-        truth_path=truth_path,
+        grid=truth.grid,
+        stats=truth.stats,
+        truth=truth.stats.normalise(to_tensor(truth.window, labels)),
+        truth_times=pd.DatetimeIndex(truth.window[TIME].values),
+        truth_path=truth.path,
         emulator=emulator,
         checkpoint=checkpoint,
         checkpoint_sha=sha,
         method=method,
         networks=_networks(config),
-        error_std=_error_std(config, stats),
-        background_std=bstats.std * config.observations.qc.background_error_scale,
+        error_std=_error_std(config, truth.stats),
+        background_std=statistics.std * config.observations.qc.background_error_scale,
         windows=windows,
         device=device,
-        climatology=(
-            truth_climatology(ds, labels, config.truth.train_period, source_key)
-            if forecast.from_hours
-            else None
-        ),
+        climatology=truth_climatology(truth.dataset, labels, period, truth.key) if forecasts else None,
     )

@@ -1,6 +1,6 @@
 """``cycler verify``: side-by-side scores of runs, read from their run directories only.
 
-Everything comes from the run-directory layout (DESIGN.md §7): ``scores.nc`` (per window),
+Everything comes from the run-directory layout (docs/architecture.md): ``scores.nc`` (per window),
 ``forecast_scores.nc`` (per forecast and lead), the analysis/background files (increments and
 physical balance) and, for bias maps, the truth named in ``run.json``/``config.yaml``.
 Period RMSEs are sqrt(time-mean MSE) (WeatherBench 2).

@@ -8,6 +8,7 @@ normalisation differ from the data it is about to run on, saying which.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -23,6 +24,15 @@ DEFAULT_CHECKPOINT = Path(__file__).parent / "weights" / "unet-T21-history.pt"
 
 class CheckpointError(ValueError):
     """A checkpoint that is unreadable or does not match the data."""
+
+
+def file_hash(path: str | Path) -> str:
+    """sha256 of a file, the identity of a checkpoint."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -1,4 +1,4 @@
-"""The 6-hour emulator: the forecast-model contract (DESIGN.md §6) around a network.
+"""The 6-hour emulator: the forecast-model contract (docs/architecture.md) around a network.
 
 ``step(state, previous)`` maps a normalised state ``(realization, channel, latitude, longitude)``
 to the state 6 hours later, batched over members and differentiable end to end. The network
@@ -55,7 +55,7 @@ class ArchitectureConfig:
 
 
 def _is_wind(label: str) -> bool:
-    from cycler_da.variables import channel
+    from cycler_da.core.channels import channel
 
     return channel(label).variable.name in ("u_component_of_wind", "v_component_of_wind")
 

@@ -110,7 +110,7 @@ class Mirror:
 
     @classmethod
     def of(cls, labels: Sequence[str], mean: np.ndarray, std: np.ndarray) -> Mirror:
-        from cycler_da.variables import channel
+        from cycler_da.core.channels import channel
 
         is_v = torch.tensor([channel(label).variable.name == "v_component_of_wind" for label in labels])
         ratio = torch.as_tensor(np.asarray(mean, float) / np.asarray(std, float), dtype=torch.float32)

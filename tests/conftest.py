@@ -98,7 +98,7 @@ def tiny_history_checkpoint(tiny_checkpoint, tmp_path_factory) -> Path:
 def tiny_score_models(tiny_checkpoint, tmp_path_factory) -> tuple[Path, Path]:
     """A one-epoch autoencoder and a 30-step prior on February 2018: (vae, prior) paths."""
     from cycler_da.config import parse_config
-    from score_da.train import PriorTrainingConfig, VaeTrainingConfig, train_prior_model, train_vae
+    from cycler_da.train_score import PriorTrainingConfig, VaeTrainingConfig, train_prior_model, train_vae
 
     data = {"nature": {"compiled": False}, "train": list(TRAIN), "valid": ["2018-02-21", "2018-02-28T18"]}
     root = tmp_path_factory.mktemp("score")

@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.covariance import (
+from baselines.envar import EnVarLETKF
+from baselines.hybrid_gain import HybridGainLETKF
+from baselines.letkf import LETKF, gaspari_cohn
+from cycler_da.core import MethodContext, Observations, build_method, known_methods
+from cycler_da.core.covariance import (
     BackgroundErrorStats,
     ControlTransform,
     EnsembleControlTransform,
@@ -15,10 +19,7 @@ from baselines.covariance import (
     neighbourhood_channel_coupling,
     optimal_localization,
 )
-from baselines.hybrid import EnVarLETKF, HybridGainLETKF
-from baselines.letkf import LETKF, gaspari_cohn
-from baselines.var3d import ThreeDVar
-from cycler_da.analysis import MethodContext, Observations, build_method, known_methods
+from cycler_da.core.var3d import ThreeDVar
 from cycler_da.regrid import gaussian_grid
 from observation_ops.operator import PointObservationOperator
 
@@ -236,8 +237,6 @@ def test_hybrid_gain_is_the_etkf_then_a_weighted_blue(weight):
     expected_mean = mean + weight * gain @ (obs.values - h @ mean)
     torch.testing.assert_close(state.mean(0).reshape(-1), expected_mean, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(state - state.mean(0), etkf - etkf.mean(0), rtol=1e-9, atol=1e-9)
-    with pytest.raises(ValueError, match=r"hybrid weight must be in \[0, 1\]"):
-        HybridGainLETKF(letkf, var, 1.5)
 
 
 def test_hybrid_covariance_blends_static_and_localised_ensemble_b():
@@ -330,7 +329,9 @@ def test_letkf_localisation_and_rtps():
 
 def test_letkf_additive_inflation_draws_from_b():
     obs, _ = _observations(10, seed=7)
-    context = MethodContext(("z500", "t850"), GRID.latitudes, GRID.longitudes, _stats().as_dict())
+    context = MethodContext(
+        ("z500", "t850"), GRID.latitudes, GRID.longitudes, background_error=_stats().as_dict()
+    )
     x = torch.randn(
         64, CHANNELS, *GRID.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(8)
     )
@@ -353,7 +354,7 @@ def test_letkf_additive_inflation_draws_from_b():
         ("z500", "t850"),
         GRID.latitudes,
         GRID.longitudes,
-        _stats().as_dict(),
+        background_error=_stats().as_dict(),
         background_error_samples=_error_samples,
     )
     drawn = (
@@ -383,7 +384,7 @@ def test_letkf_additive_inflation_draws_from_b():
 
 
 def _far_columns(obs: Observations, km: float) -> np.ndarray:
-    from baselines.covariance import great_circle_km
+    from cycler_da.core.geometry import great_circle_km
 
     lat, lon = np.meshgrid(GRID.latitudes, GRID.longitudes, indexing="ij")
     d = great_circle_km(lat.ravel(), lon.ravel(), obs.operator.latitude, obs.operator.longitude)
@@ -400,11 +401,17 @@ def test_gaspari_cohn():
 
 def test_registry_and_observation_validation():
     assert {"none", "3dvar", "enkf"} <= set(known_methods())
-    context = MethodContext(("z500", "t850"), GRID.latitudes, GRID.longitudes, _stats().as_dict())
+    context = MethodContext(
+        ("z500", "t850"), GRID.latitudes, GRID.longitudes, background_error=_stats().as_dict()
+    )
     with pytest.raises(ValueError, match=r"unknown analysis method 'optimal'; known: .*3dvar.*enkf"):
         build_method("optimal", context)
-    with pytest.raises(ValueError, match="bad parameters"):
+    with pytest.raises(
+        ValueError, match=r"\['radius'\] are not parameters of 'enkf'; allowed: localization_km, "
+    ):
         build_method("enkf", context, radius=3)
+    with pytest.raises(ValueError, match=r"'3dvar': b_scale: Input should be a valid number"):
+        build_method("3dvar", context, b_scale="large")
     x = torch.zeros(1, CHANNELS, *GRID.shape, dtype=torch.float64)
     obs, _ = _observations()
     assert torch.equal(build_method("none", context).analyse(x, obs).state, x)
@@ -415,26 +422,28 @@ def test_registry_and_observation_validation():
         ("z500", "t850"),
         GRID.latitudes,
         GRID.longitudes,
-        _stats().as_dict(),
+        background_error=_stats().as_dict(),
         background_error_samples=_error_samples,
     )
     assert isinstance(build_method("3dvar", with_samples).transform, EnsembleControlTransform)
     with pytest.raises(ValueError, match="length_scale_km applies to covariance 'gaussian'"):
         build_method("3dvar", with_samples, length_scale_km=800.0)
     assert isinstance(build_method("enkf", with_samples), LETKF)
-    assert isinstance(build_method("enkf", with_samples, hybrid_weight=0.5), HybridGainLETKF)
-    assert isinstance(build_method("enkf", with_samples, envar_weight=0.5), EnVarLETKF)
+    assert isinstance(build_method("hybrid-gain", with_samples, hybrid_weight=0.5), HybridGainLETKF)
+    assert isinstance(build_method("envar", with_samples, envar_weight=0.5), EnVarLETKF)
     for kind in ("neighbourhood", "optimal"):
         factors = build_method("enkf", with_samples, channel_localization=kind).channel_localization
         assert factors.shape == (CHANNELS, CHANNELS) and torch.all(torch.diagonal(factors) == 1)
     with pytest.raises(ValueError, match=r"must be one of .*'neighbourhood', 'optimal'; got 'vertical'"):
         build_method("enkf", with_samples, channel_localization="vertical")
-    with pytest.raises(ValueError, match="exclude each other"):
-        build_method("enkf", with_samples, hybrid_weight=0.5, envar_weight=0.5)
+    with pytest.raises(ValueError, match=r"\['envar_weight'\] are not parameters of 'enkf'"):
+        build_method("enkf", with_samples, envar_weight=0.5)
     with pytest.raises(ValueError, match=r"hybrid_weight must be in \[0, 1\]; got 2"):
-        build_method("enkf", with_samples, hybrid_weight=2.0)
+        build_method("hybrid-gain", with_samples, hybrid_weight=2.0)
+    with pytest.raises(ValueError, match=r"envar_weight must be in \[0, 1\]; got -0.1"):
+        build_method("envar", with_samples, envar_weight=-0.1)
     with pytest.raises(ValueError, match="needs background-error samples"):
-        build_method("enkf", context, hybrid_weight=0.5)
+        build_method("hybrid-gain", context, hybrid_weight=0.5, additive=0.0, channel_localization="none")
     with pytest.raises(ValueError, match="covariance must be 'ensemble' or 'gaussian'; got 'spectral'"):
         build_method("3dvar", with_samples, covariance="spectral")
     with pytest.raises(ValueError, match="NaN or infinity"):

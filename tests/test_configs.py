@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from cycler_da.analysis import known_methods, method_defaults
 from cycler_da.config import load_config
+from cycler_da.core import known_methods, method_spec
 from cycler_da.run_config import RunConfig
 
 CONFIGS = Path(__file__).parents[1] / "configs"
@@ -16,7 +16,7 @@ RUN_CONFIGS = ["3dvar.yaml", "enkf.yaml", "envar.yaml", "lo_sda_dense.yaml", "st
 def test_shipped_run_config_is_valid(name):
     config = load_config(CONFIGS / name, RunConfig)
     assert config.method.name in known_methods()
-    assert set(config.method.params) <= set(method_defaults(config.method.name))
+    method_spec(config.method.name).parameters(config.method.params)  # raises on a bad key or value
 
 
 FORECAST_CONFIGS = sorted(p.name for p in CONFIGS.glob("forecast_*.yaml"))
@@ -43,7 +43,7 @@ def test_default_forecast_weights_come_from_the_last_history_stage():
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("vae_*.yaml")))
 def test_shipped_vae_training_config_is_valid(name):
-    from score_da.train import VaeTrainingConfig
+    from cycler_da.train_score import VaeTrainingConfig
 
     config = load_config(CONFIGS / name, VaeTrainingConfig)
     assert config.model.anomalies == ("anomaly" in name)
@@ -51,7 +51,7 @@ def test_shipped_vae_training_config_is_valid(name):
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("prior_*.yaml")))
 def test_shipped_prior_training_config_is_valid(name):
-    from score_da.train import PriorTrainingConfig
+    from cycler_da.train_score import PriorTrainingConfig
 
     config = load_config(CONFIGS / name, PriorTrainingConfig)
     assert ("anomaly" in str(config.vae)) == ("anomaly" in name)

@@ -11,7 +11,7 @@ import xarray as xr
 import yaml
 from typer.testing import CliRunner
 
-from cycler_da import driver
+from cycler_da import driver, run_setup
 from cycler_da.cli import app
 from cycler_da.config import ConfigError, parse_config
 from cycler_da.driver import RunError, run_cycle
@@ -68,9 +68,6 @@ def test_cycle_writes_the_layout(tmp_path, tiny_checkpoint, method, members):
             "adaptive_inflation": False,
             "max_inflation": 3.0,
             "additive_covariance": "samples",
-            "hybrid_weight": 0.0,
-            "hybrid_b_scale": 1.0,
-            "envar_weight": 0.0,
             "channel_localization_km": 1250.0,
         }
     status = yaml.safe_load((run_dir / "run.json").read_text())
@@ -144,7 +141,7 @@ def test_resume_equals_uninterrupted(tmp_path, request, monkeypatch, checkpoint,
     whole = run_cycle(cfg, progress=False)
 
     broken = _config(tmp_path, tiny_checkpoint, run={"days": 1.0, "name": "broken"}, **sections)
-    write = driver._write_window
+    write = driver.write_window
     calls = {"n": 0}
 
     def crash_on_third(*args, **kwargs):
@@ -153,10 +150,10 @@ def test_resume_equals_uninterrupted(tmp_path, request, monkeypatch, checkpoint,
             raise KeyboardInterrupt  # as if killed mid-window
         return write(*args, **kwargs)
 
-    monkeypatch.setattr(driver, "_write_window", crash_on_third)
+    monkeypatch.setattr(driver, "write_window", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         run_cycle(broken, progress=False)
-    monkeypatch.setattr(driver, "_write_window", write)
+    monkeypatch.setattr(driver, "write_window", write)
     status = yaml.safe_load((tmp_path / "runs" / "broken" / "run.json").read_text())
     assert status["status"] == "interrupted" and len(status["windows_done"]) == crash_at - 1
     with pytest.raises(RunError, match="exists: pass --resume"):
@@ -194,14 +191,14 @@ def test_errors_are_clear_and_keep_earlier_windows(tmp_path, tiny_checkpoint, mo
         run_cycle(parse_config(fewer, RunConfig), progress=False)
     # Corrupt truth in the third window: a clear error, the first two windows stay complete.
     cfg = _config(tmp_path, tiny_checkpoint, run={"name": "nan"})
-    truth_at = driver.Setup.truth_at
+    truth_at = run_setup.Setup.truth_at
 
     def corrupt(self, time):
         if str(time) == "2018-02-10 18:00:00":
             self.truth[self.truth_times.get_indexer([time])[0], 3] = float("nan")
         return truth_at(self, time)
 
-    monkeypatch.setattr(driver.Setup, "truth_at", corrupt)
+    monkeypatch.setattr(run_setup.Setup, "truth_at", corrupt)
     with pytest.raises(RunError, match="NaN or infinity in channels \\['t850'\\]"):
         run_cycle(cfg, progress=False)
     status = yaml.safe_load((tmp_path / "runs" / "nan" / "run.json").read_text())
@@ -227,10 +224,10 @@ def test_previous_frame_gives_every_member_the_mean_tendency():
 
     before, now = torch.randn(5, 3, 4, 8), torch.randn(5, 3, 4, 8)
     setup = SimpleNamespace(config=SimpleNamespace(forecast=SimpleNamespace(previous="mean")))
-    tendency = now - driver._previous_frame(setup, before, now)
+    tendency = now - driver.previous_frame(setup, before, now)
     torch.testing.assert_close(tendency, (now.mean(0) - before.mean(0)).expand_as(now))
     setup.config.forecast.previous = "members"
-    assert torch.equal(driver._previous_frame(setup, before, now), before)
+    assert torch.equal(driver.previous_frame(setup, before, now), before)
 
 
 def test_seed_protocol_backgrounds_are_forecasts_from_the_truth(tmp_path, tiny_history_checkpoint):

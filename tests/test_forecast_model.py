@@ -11,12 +11,12 @@ import yaml
 from typer.testing import CliRunner
 
 from cycler_da.cli import app
-from cycler_da.provenance import file_hash
 from cycler_da.regrid import gaussian_grid
 from forecast_models import training
 from forecast_models.checkpoint import (
     CheckpointError,
     check_compatible,
+    file_hash,
     load_checkpoint,
     read_manifest,
     save_checkpoint,
@@ -458,9 +458,9 @@ def test_cli_trains_on_the_nature_run(nature_cache, tmp_path):
 def test_shipped_weights_beat_persistence(nature_cache):
     """The default checkpoint loads, matches the default channels and grid, and forecasts well."""
     from cycler_da import nature
+    from cycler_da.core.channels import DEFAULT_CHANNELS
     from cycler_da.normalization import NormStats
     from cycler_da.state import Grid, to_tensor
-    from cycler_da.variables import DEFAULT_CHANNELS
     from forecast_models.checkpoint import DEFAULT_CHECKPOINT
 
     emulator, manifest = load_checkpoint(DEFAULT_CHECKPOINT)

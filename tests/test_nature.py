@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from cycler_da import nature
 from cycler_da.cli import app
+from cycler_da.core.channels import NATURE_LEVELS
 from cycler_da.sources import open_dataset
 from cycler_da.state import Grid
-from cycler_da.variables import NATURE_LEVELS
 
 runner = CliRunner()
 

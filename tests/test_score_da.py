@@ -8,17 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from cycler_da.analysis import MethodContext, Observations, build_method, known_methods
+from cycler_da.core import MethodContext, Observations, build_method, known_methods
 from cycler_da.regrid import gaussian_grid
 from forecast_models.checkpoint import CheckpointError
 from observation_ops.operator import PointObservationOperator
 from score_da import checkpoint
+from score_da.checkpoint import load_latent_space, load_prior
+from score_da.dps import DPS, DPSParams
 from score_da.latent import AutoencoderConfig, LatentSpace
-from score_da.latent_var import LatentThreeDVar
+from score_da.latent_3dvar import LatentThreeDVar, LatentThreeDVarParams
 from score_da.networks import Denoiser
-from score_da.sampling import DPS
+from score_da.sampling import Draw
 from score_da.schedule import VPSchedule
-from score_da.train import load_latent_space, load_prior
 from score_da.training import Pairs, PriorTraining, lead_code, train_prior
 
 LABELS = ("z500", "z850", "t500", "t850", "u250", "v250", "u500", "v500", "u850", "v850", "msl")
@@ -50,12 +51,14 @@ class _GaussianOracle(torch.nn.Module):
 @pytest.mark.parametrize("stochastic", [True, False])
 def test_sampler_with_exact_score_draws_the_target_distribution(stochastic):
     schedule = VPSchedule()
-    sampler = DPS(None, _GaussianOracle(schedule), schedule, steps=128, scale=0.0, stochastic=stochastic)
+    params = DPSParams(steps=128, scale=0.0, stochastic=stochastic)
+    sampler = DPS(None, _GaussianOracle(schedule), schedule, params)
     z_b = torch.randn(1, 2, 4, 8, generator=torch.Generator().manual_seed(1)).expand(2000, -1, -1, -1)
-    z = sampler.sample_latent(z_b, None, torch.Generator().manual_seed(0))
+    draw = Draw(z_b, None)
+    z = sampler.sample_latent(z_b, None, draw, torch.Generator().manual_seed(0))
     assert torch.allclose(z.mean(0), 0.8 * z_b[0], atol=0.05)
     assert float(z.var(0).mean()) == pytest.approx(0.36, rel=0.08)
-    assert sampler.nfe == 128
+    assert draw.counters["nfe"] == 128
 
 
 class _IdentitySpace(torch.nn.Module):
@@ -74,13 +77,14 @@ def test_mean_of_k_posterior_draws_has_a_kth_of_their_variance():
     obs = Observations(torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64), operator)
     z_b = torch.randn(1, 2, 4, 8, generator=torch.Generator().manual_seed(1)).expand(1500, -1, -1, -1)
     for k in (1, 4):
-        sampler = DPS(_IdentitySpace(), _GaussianOracle(schedule), schedule, steps=128, scale=0.0, samples=k)
+        params = DPSParams(steps=128, scale=0.0, samples=k)
+        sampler = DPS(_IdentitySpace(), _GaussianOracle(schedule), schedule, params)
         analysis = sampler.analyse(z_b, obs, generator=torch.Generator().manual_seed(0))
         assert analysis.state.shape == z_b.shape
         assert torch.allclose(analysis.state.mean(0), 0.8 * z_b[0], atol=0.05)
         assert float(analysis.state.var(0).mean()) == pytest.approx(0.36 / k, rel=0.08)
     with pytest.raises(ValueError, match="samples must be >= 1"):
-        DPS(_IdentitySpace(), _GaussianOracle(schedule), schedule, samples=0)
+        DPSParams(samples=0)
 
 
 def test_trained_tiny_prior_matches_the_training_distribution():
@@ -96,9 +100,9 @@ def test_trained_tiny_prior_matches_the_training_distribution():
     config = PriorTraining(steps=400, batch_size=64, lr=2e-3, ema=0.99, log_every=400)
     history = train_prior(denoiser, ema, denoiser.schedule, pairs, pairs, config, progress=False)
     assert history.records[-1]["valid_loss_ema"] < 0.5  # an untrained ε-predictor scores about 1
-    sampler = DPS(None, ema, ema.schedule, steps=32, scale=0.0)
+    sampler = DPS(None, ema, ema.schedule, DPSParams(steps=32, scale=0.0))
     condition = z_b[:1].expand(400, -1, -1, -1)
-    z = sampler.sample_latent(condition, None, torch.Generator().manual_seed(0))
+    z = sampler.sample_latent(condition, None, Draw(condition, None), torch.Generator().manual_seed(0))
     assert (z.mean(0) - 0.8 * condition[0]).abs().mean() < 0.2
     assert float(z.var(0).mean()) == pytest.approx(0.36, rel=0.3)
 
@@ -148,7 +152,8 @@ def test_latent_3dvar_with_a_linear_autoencoder_is_the_blue():
     background = torch.randn(1, 2, 4, 8, generator=g)
     y = torch.randn(5, dtype=torch.float64, generator=g)
     obs = Observations(y, torch.full_like(y, 0.5), operator)
-    method = LatentThreeDVar(_IdentitySpace(), errors, b_scale=1.5, max_iterations=200, tolerance=1e-9)
+    params = LatentThreeDVarParams(b_scale=1.5, max_iterations=200, tolerance=1e-9)
+    method = LatentThreeDVar(_IdentitySpace(), errors, params)
     analysis = method.analyse(background, obs)
     h = operator(torch.eye(64, dtype=torch.float64).reshape(64, 2, 4, 8)).T  # (obs, state)
     b = torch.diag(1.5 * errors.double().var(0, unbiased=False).flatten())
@@ -158,7 +163,7 @@ def test_latent_3dvar_with_a_linear_autoencoder_is_the_blue():
     torch.testing.assert_close(analysis.state.double().flatten(), blue, atol=1e-4, rtol=0)
     assert analysis.diagnostics["iterations"] >= 1
     with pytest.raises(ValueError, match="b_scale must be positive"):
-        LatentThreeDVar(_IdentitySpace(), errors, b_scale=0.0)
+        LatentThreeDVarParams(b_scale=0.0)
 
 
 def test_latent_3dvar_builds_from_the_run_context_and_fits_the_observations(tiny_score_models):
@@ -231,9 +236,9 @@ def test_background_residual_turns_the_latent_sample_into_an_increment(tiny_scor
             "dps", context, vae=str(vae), prior=str(prior), steps=4, scale=0.0, background_residual=weight
         )
         with torch.no_grad():
-            z_b = method.begin(background)
+            z_b, draw = method.begin(background)
             # weight 1: the background's own latent decodes to the background exactly
-            assert torch.allclose(method.decode(z_b), background, atol=1e-5) == (weight == 1.0)
+            assert torch.allclose(method.decode(z_b, draw), background, atol=1e-5) == (weight == 1.0)
         runs[weight] = method.analyse(background, obs, generator=torch.Generator().manual_seed(0)).state
     # unguided, the latent sample is the same; only the weighted autoencoder residual is added
     with torch.no_grad():
@@ -292,7 +297,7 @@ def test_anomaly_space_fits_its_statistics_and_inverts_them():
 
 def test_anomaly_autoencoder_trains_and_keeps_its_statistics(tmp_path):
     from cycler_da.config import parse_config
-    from score_da.train import VaeTrainingConfig, _series, train_vae
+    from cycler_da.train_score import VaeTrainingConfig, _series, train_vae
 
     data = {
         "nature": {"compiled": False},
@@ -321,7 +326,7 @@ def test_anomaly_autoencoder_trains_and_keeps_its_statistics(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(checkpoint.SHIPPED["vae"]))
 def test_shipped_checkpoints_resolve_by_name_and_pair_up(name):
-    from cycler_da.provenance import file_hash
+    from forecast_models.checkpoint import file_hash
 
     vae, prior = checkpoint.resolve(name, "vae"), checkpoint.resolve(name, "prior")
     assert vae.is_file() and prior.is_file()
@@ -415,7 +420,7 @@ def _small_problem(seed=4):
 
 
 def test_ensemble_transform_over_other_samples_is_theirs():
-    from baselines.covariance import EnsembleControlTransform
+    from cycler_da.core.covariance import EnsembleControlTransform
 
     latitudes, longitudes, errors, _, _ = _small_problem()
     other = 3 * torch.randn(12, 2, 4, 8, generator=torch.Generator().manual_seed(5))

@@ -7,10 +7,10 @@ import pytest
 import torch
 import xarray as xr
 
+from cycler_da.core.channels import DEFAULT_CHANNELS, channel, channels
 from cycler_da.regrid import gaussian_grid
 from cycler_da.sources import DataError
 from cycler_da.state import Grid, stack_channels, to_dataset, to_tensor
-from cycler_da.variables import DEFAULT_CHANNELS, channel, channels
 
 
 def test_channel_labels():

@@ -126,12 +126,3 @@ class MethodContext:
         if self.background_error_samples is None:
             raise ValueError(f"{what} needs background-error samples (context.background_error_samples)")
         return self.background_error_samples()
-
-    def error_statistics(self):
-        """The B statistics (:class:`~cycler_da.core.covariance.BackgroundErrorStats`), or a clear error."""
-        from cycler_da.core.covariance import BackgroundErrorStats
-
-        if self.background_error is None:
-            raise ValueError("this method needs background-error statistics (context.background_error)")
-        stats = self.background_error
-        return BackgroundErrorStats.from_dict(stats) if isinstance(stats, dict) else stats

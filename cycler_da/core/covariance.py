@@ -334,6 +334,14 @@ def innovation_variance_ratio(
     return torch.where(weights.sum(dim=1) >= min_observations, ratio, torch.ones_like(ratio))
 
 
+def error_statistics(context: MethodContext) -> BackgroundErrorStats:
+    """The run's B statistics, or a clear error if the context has none."""
+    if context.background_error is None:
+        raise ValueError("this method needs background-error statistics (context.background_error)")
+    stats = context.background_error
+    return BackgroundErrorStats.from_dict(stats) if isinstance(stats, dict) else stats
+
+
 # The ensemble B's localisation: the 3dvar default, and the hybrids' 3D-Var.
 ENSEMBLE_LOCALIZATION_KM = 1500.0
 
@@ -343,7 +351,7 @@ def static_transform(
 ) -> ControlTransform:
     """The Gaussian (separable) B of the run's training-set statistics, scaled by `scale`."""
     return ControlTransform(
-        context.error_statistics(),
+        error_statistics(context),
         context.latitudes,
         context.longitudes,
         scale,

@@ -15,7 +15,12 @@ method without installing a package (a notebook, a test).
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
+import itertools
+import sys
+import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
@@ -53,6 +58,29 @@ class MethodSpec:
             raise TypeError(f"method {self.name!r}: params must be a dataclass, got {self.params!r}")
         if self.members < 1:
             raise ValueError(f"method {self.name!r}: members must be >= 1; got {self.members}")
+
+    @property
+    def summary(self) -> str:
+        """The first line of the method module's docstring."""
+        doc = inspect.getdoc(sys.modules.get(self.build.__module__)) or ""
+        first = doc.split("\n\n")[0].replace("\n", " ").removeprefix(f"The method ``{self.name}``: ")
+        return first[:1].upper() + first[1:]
+
+    def describe(self) -> list[tuple[str, Any, str]]:
+        """(name, default, docstring) of every parameter, read from the dataclass's source."""
+        docs: dict[str, str] = {}
+        for cls in reversed(self.params.__mro__):
+            if not dataclasses.is_dataclass(cls):
+                continue
+            body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+            for field, doc in itertools.pairwise(body):
+                if (
+                    isinstance(field, ast.AnnAssign)
+                    and isinstance(doc, ast.Expr)
+                    and isinstance(doc.value, ast.Constant)
+                ):
+                    docs[field.target.id] = inspect.cleandoc(str(doc.value.value))
+        return [(name, value, docs.get(name, "")) for name, value in self.defaults().items()]
 
     def defaults(self) -> dict[str, Any]:
         """Every parameter with its default, in declaration order."""
