@@ -47,7 +47,8 @@ class LETKF:
     """LETKF analysis of an ensemble background.
 
     Args:
-        latitudes, longitudes: The model grid in degrees.
+        latitudes: The model grid's latitudes in degrees.
+        longitudes: The model grid's longitudes in degrees.
         localization_km: Gaspari–Cohn half-width c (weights vanish beyond 2c); None or
             inf disables localisation (ETKF).
         inflation: Multiplicative prior inflation factor (1 = none).

@@ -354,7 +354,7 @@ def forecast_and_score(s: Setup, t: pd.Timestamp, x_a: torch.Tensor, previous: t
     truths = []
     for hours in leads:
         truth = s.truth_or_none(t + pd.Timedelta(hours=hours))
-        truths.append(None if truth is None else s.stats.denormalise(truth)[0].double().cpu().numpy())
+        truths.append(None if truth is None else s.physical(truth)[0].double().cpu().numpy())
     scores = run_forecasts.score_forecast(
         forecast.double().cpu().numpy(), truths, s.climatology, s.grid.area_weights()
     )

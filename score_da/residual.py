@@ -33,7 +33,8 @@ class ResidualAnalysis:
     Args:
         space: The latent method's autoencoder.
         error_samples: Training-set background-error samples, normalised, (sample, channel, lat, lon).
-        latitudes, longitudes: The grid in degrees.
+        latitudes: The grid's latitudes in degrees.
+        longitudes: The grid's longitudes in degrees.
         localization_km: Length of B_r's Gaussian localisation.
         b_scale: Factor on B_r's standard deviations.
         max_iterations: L-BFGS iterations of the 3D-Var.

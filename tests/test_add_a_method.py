@@ -52,7 +52,7 @@ def test_the_plugin_is_found_and_is_the_cressman_analysis(plugin):
     assert "cressman" in known_methods()
     grid = gaussian_grid(8)
     context = MethodContext(("z500", "t850"), grid.latitudes, grid.longitudes)
-    method = build_method("cressman", context, radii_km=[2000.0])
+    method = build_method("cressman", context, radii_km=[5000.0])
     # One observation on a grid point: there the analysis takes the observed value; beyond the
     # radius nothing moves; in between the increment is the innovation (one observation's weights sum to w).
     i, j = 3, 5
@@ -70,7 +70,7 @@ def test_the_plugin_is_found_and_is_the_cressman_analysis(plugin):
     from cycler_da.core.geometry import great_circle_km
 
     lat, lon = np.meshgrid(grid.latitudes, grid.longitudes, indexing="ij")
-    far = great_circle_km(lat.ravel(), lon.ravel(), grid.latitudes[[i]], grid.longitudes[[j]])[:, 0] >= 2000
+    far = great_circle_km(lat.ravel(), lon.ravel(), grid.latitudes[[i]], grid.longitudes[[j]])[:, 0] >= 5000
     assert far.any() and (~far).sum() > 1
     moved = state[0, 1].reshape(-1)
     assert torch.all(moved[torch.as_tensor(far)] == 0) and torch.allclose(

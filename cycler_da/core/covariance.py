@@ -80,7 +80,8 @@ def estimate_stats(
 
     Args:
         errors: Background minus truth, normalised, shape (sample, channel, lat, lon).
-        latitudes, longitudes: The grid in degrees.
+        latitudes: The grid's latitudes in degrees.
+        longitudes: The grid's longitudes in degrees.
     """
     e = errors - errors.mean(axis=0, keepdims=True)
     std = np.sqrt((e**2).mean(axis=(0, 3)))  # (channel, lat): zonally homogeneous
@@ -159,10 +160,12 @@ class ControlTransform:
 
     Args:
         stats: Background-error statistics.
-        latitudes, longitudes: The grid in degrees.
+        latitudes: The grid's latitudes in degrees.
+        longitudes: The grid's longitudes in degrees.
         scale: Multiplies the standard deviations (B scales with its square).
         length_scale_km: Overrides the fitted correlation length.
-        dtype, device: Of the stored square roots.
+        dtype: The dtype of the stored square roots.
+        device: Where the stored square roots live.
     """
 
     def __init__(
@@ -214,11 +217,13 @@ class EnsembleControlTransform:
 
     Args:
         samples: Background-error samples, normalised, (sample, channel, lat, lon); their mean is removed.
-        latitudes, longitudes: The grid in degrees.
+        latitudes: The grid's latitudes in degrees.
+        longitudes: The grid's longitudes in degrees.
         localization_km: Length of the Gaussian localisation.
         scale: Multiplies the standard deviations (B scales with its square).
         localization_variance: Fraction of L's trace its truncation keeps.
-        dtype, device: Of the stored factors.
+        dtype: The dtype of the stored factors.
+        device: Where the stored factors live.
     """
 
     def __init__(
