@@ -9,6 +9,7 @@ result as one that never stopped.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time as clock
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from cycler_da import __version__, metrics, run_forecasts
+from cycler_da import __version__, guard, metrics, run_forecasts
 from cycler_da.config import ConfigError
 from cycler_da.core.registry import MethodError, method_spec
 from cycler_da.observing import (
@@ -40,6 +41,7 @@ from cycler_da.run_io import (
     write_scores,
     write_state,
 )
+from cycler_da.run_lock import RunLock
 from cycler_da.run_setup import STEP, RunError, Setup, build_setup
 from cycler_da.run_status import RunStatus
 from cycler_da.sources import DataError
@@ -94,6 +96,7 @@ class Window:
         previous: What a two-frame emulator takes as the state 6 h before `analysis`.
         omb, oma: Observation minus background (ensemble mean) and minus analysis, (obs,).
         diagnostics: The method's scalars.
+        flag: What the divergence guard did ("" when the analysis passed).
         seconds: Wall time of the background, QC and analysis.
     """
 
@@ -107,13 +110,28 @@ class Window:
     omb: np.ndarray
     oma: np.ndarray
     diagnostics: dict
+    flag: str
     seconds: float
 
 
 def run_cycle(config: RunConfig, resume: bool = False, progress: bool = True) -> Path:
-    """Runs (or resumes) a cycling experiment; returns the run directory."""
+    """Runs (or resumes) a cycling experiment; returns the run directory.
+
+    The run is locked while this process writes it: a second writer is refused.
+    """
     config = resolve(config)
-    run_dir = Path(config.run.runs_dir) / str(config.run.name)
+    runs_dir = Path(config.run.runs_dir)
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(runs_dir, os.W_OK):
+            raise PermissionError(f"no write permission for {runs_dir}")
+    except OSError as err:
+        raise RunError(f"run.runs_dir {runs_dir} cannot hold runs: {err.strerror or err}") from None
+    with RunLock(runs_dir, str(config.run.name)):
+        return _cycle(config, runs_dir / str(config.run.name), resume, progress)
+
+
+def _cycle(config: RunConfig, run_dir: Path, resume: bool, progress: bool) -> Path:
     RunStatus.check(run_dir, config, resume)
     s = build_setup(config, run_dir)
     make_run_dir(run_dir)
@@ -137,7 +155,7 @@ def run_cycle(config: RunConfig, resume: bool = False, progress: bool = True) ->
                     run_dir / FORECAST_SCORES, forecast_rows, s.labels, run_forecasts.lead_hours(config)
                 )
             d = window.diagnostics
-            status.window_done(t, window.seconds, d.get("nfe", d.get("evaluations", 0.0)))
+            status.window_done(t, window.seconds, d.get("nfe", d.get("evaluations", 0.0)), window.flag)
             rmse = rows[-1]["analysis_rmse"]
             bar.set_postfix(
                 {
@@ -245,16 +263,7 @@ def cycle_window(s: Setup, t: pd.Timestamp, x_a: torch.Tensor, x_prev: torch.Ten
     generator = torch.Generator(device=s.device).manual_seed(
         int(window_generator(seed, t, stream=2).integers(2**62))
     )
-    if wobs.used is None:
-        state, diagnostics = x_b, {"observations": 0.0}
-    else:
-        try:
-            result = s.method.analyse(x_b, wobs.used, generator=generator)
-        except FloatingPointError as err:
-            raise RunError(
-                f"window {t}: {s.config.method.name}: {err}; earlier windows are kept, --resume continues from this one"
-            ) from err
-        state, diagnostics = result.state, dict(result.diagnostics)
+    state, diagnostics, flag = analyse_window(s, t, x_b, wobs, generator)
     written = s.physical(state.detach())
     x_a = s.normalised(written)
     with torch.no_grad():
@@ -270,8 +279,42 @@ def cycle_window(s: Setup, t: pd.Timestamp, x_a: torch.Tensor, x_prev: torch.Ten
         omb=wobs.values - wobs.background_equivalent,
         oma=oma,
         diagnostics=diagnostics,
+        flag=flag,
         seconds=clock.perf_counter() - began,
     )
+
+
+def _check(s: Setup, x_b: torch.Tensor, state: torch.Tensor, wobs: WindowObservations, diagnostics: dict):
+    g = s.config.guard
+    return guard.check(x_b, state, wobs, diagnostics, s.error_std_b, g.max_increment, g.max_fit_ratio)
+
+
+def analyse_window(
+    s: Setup, t: pd.Timestamp, x_b: torch.Tensor, wobs: WindowObservations, generator: torch.Generator
+) -> tuple[torch.Tensor, dict, str]:
+    """The method's analysis through the divergence guard: (state, diagnostics, what the guard did)."""
+    if wobs.used is None:
+        return x_b, {"observations": 0.0}, ""
+    try:
+        result = s.method.analyse(x_b, wobs.used, generator=generator)
+        state, diagnostics = result.state, dict(result.diagnostics)
+        reason = _check(s, x_b, state, wobs, diagnostics)
+    except FloatingPointError as err:
+        state, diagnostics, reason = None, {}, str(err)
+    if reason is None:
+        return state, diagnostics, ""
+    policy = s.config.guard.on_divergence
+    where = f"window {t}: {s.config.method.name} diverged: {reason}"
+    if policy == "stop":
+        raise RunError(
+            f"{where}; earlier windows are kept (guard.on_divergence 'background' or '3dvar' would replace it)"
+        )
+    if policy == "background":
+        return x_b, diagnostics, f"{reason}; replaced by the background"
+    fallback = s.fallback.analyse(x_b, wobs.used, generator=generator)
+    if (again := _check(s, x_b, fallback.state, wobs, dict(fallback.diagnostics))) is not None:
+        raise RunError(f"{where}; the 3dvar fallback failed too: {again}")
+    return fallback.state, diagnostics, f"{reason}; replaced by a 3D-Var analysis"
 
 
 def window_scores(s: Setup, w: Window) -> dict:
@@ -292,6 +335,7 @@ def window_scores(s: Setup, w: Window) -> dict:
         "obs_used": [float((used & (obs.channel == c)).sum()) for c in channels],
         "obs_rejected": [float((~used & (obs.channel == c)).sum()) for c in channels],
         "wall_seconds": w.seconds,
+        "flagged": float(bool(w.flag)),
         **{f"method_{key}": float(value) for key, value in w.diagnostics.items()},
     }
 
@@ -332,14 +376,8 @@ def write_window(s: Setup, w: Window) -> None:
         s.run_dir / "observations" / name, table, s.labels, w.time, file_attrs(s, "observations"), QC_MEANINGS
     )
     # Every member is written: the next window (and a resumed run) starts from them.
-    write_state(
-        s.run_dir / "analysis" / name,
-        w.analysis_physical,
-        s.labels,
-        s.grid,
-        w.time,
-        file_attrs(s, "analysis"),
-    )
+    attrs = file_attrs(s, "analysis") | ({"divergence_guard": w.flag} if w.flag else {})
+    write_state(s.run_dir / "analysis" / name, w.analysis_physical, s.labels, s.grid, w.time, attrs)
 
 
 def forecast_and_score(s: Setup, t: pd.Timestamp, x_a: torch.Tensor, previous: torch.Tensor) -> dict:

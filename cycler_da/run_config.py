@@ -169,6 +169,21 @@ class ColdStartSection(Strict):
     noise_std: float = 0.3
 
 
+class GuardSection(Strict):
+    """The divergence guard, applied to every analysis (see cycler_da/guard.py).
+
+    on_divergence: what replaces an analysis that fails: "stop" the run (earlier windows are
+        kept; --resume retries), the window's "background", or a "3dvar" analysis of the window.
+    max_increment: the largest departure of an analysis member from the background mean, in
+        background-error standard deviations (B's), anywhere on the grid.
+    max_fit_ratio: the largest RMS (O−A)/σ_o, as a multiple of max(1, RMS (O−B)/σ_o).
+    """
+
+    on_divergence: Literal["stop", "background", "3dvar"] = "stop"
+    max_increment: float = Field(10.0, gt=0)
+    max_fit_ratio: float = Field(3.0, gt=0)
+
+
 class RunConfig(Strict):
     """Everything ``cycler run`` needs; the resolved copy is written to the run directory."""
 
@@ -180,6 +195,7 @@ class RunConfig(Strict):
     method: MethodSection = MethodSection()
     ensemble: EnsembleSection = EnsembleSection()
     cold_start: ColdStartSection = ColdStartSection()
+    guard: GuardSection = GuardSection()
 
     @field_validator("channels")
     @classmethod

@@ -43,6 +43,8 @@ class Setup:
         truth: The truth over the run, normalised, (time, channel, lat, lon).
         error_std: σ_o per channel, normalised, (channel,).
         background_std: QC's σ_b, normalised, (channel, lat).
+        error_std_b: B's standard deviations (24-h forecast errors), normalised, (channel, lat).
+        fallback: The 3D-Var that replaces a diverged analysis (``guard.on_divergence: 3dvar``).
         climatology: Physical (channel, lat, lon), for forecast ACC; None without forecasts.
     """
 
@@ -61,9 +63,11 @@ class Setup:
     networks: list[NetworkSpec]
     error_std: np.ndarray
     background_std: np.ndarray
+    error_std_b: np.ndarray
     windows: pd.DatetimeIndex
     device: torch.device
     climatology: np.ndarray | None = None
+    fallback: object | None = None
 
     def truth_or_none(self, time: pd.Timestamp) -> torch.Tensor | None:
         """The truth at `time` if the loaded truth covers it (forecast verification)."""
@@ -175,8 +179,10 @@ def _load_truth(
     return _Truth(dataset=ds, window=window, path=path, key=key, grid=grid, stats=stats)
 
 
-def _method(config: RunConfig, truth: _Truth, errors: TrainingErrors, statistics, device: torch.device):
-    """The run's analysis method, built once; its bad parameters are configuration errors."""
+def _method(
+    config: RunConfig, truth: _Truth, errors: TrainingErrors, statistics, device: torch.device, name: str
+):
+    """Analysis method `name` with the run's parameters (its defaults for the fallback), built once."""
     # The training errors move with the emulator; an ensemble B asks for them lazily.
     context = MethodContext(
         channels=tuple(config.channels),
@@ -189,7 +195,8 @@ def _method(config: RunConfig, truth: _Truth, errors: TrainingErrors, statistics
         members=config.ensemble.members,
     )
     try:
-        return build_method(config.method.name, context, **config.method.params)
+        params = config.method.params if name == config.method.name else {}
+        return build_method(name, context, **params)
     except ValueError as err:
         raise ConfigError(f"method: {err}") from err
 
@@ -211,7 +218,9 @@ def build_setup(config: RunConfig, run_dir: Path) -> Setup:
     emulator.to(device)
     if config.forecast.compile:
         emulator.compile_network()
-    method = _method(config, truth, errors, statistics, device)
+    method = _method(config, truth, errors, statistics, device, config.method.name)
+    guard = config.guard.on_divergence
+    fallback = _method(config, truth, errors, statistics, device, "3dvar") if guard == "3dvar" else None
     forecasts = bool(config.forecast.from_hours)
     return Setup(
         config=config,
@@ -229,7 +238,9 @@ def build_setup(config: RunConfig, run_dir: Path) -> Setup:
         networks=_networks(config),
         error_std=_error_std(config, truth.stats),
         background_std=statistics.std * config.observations.qc.background_error_scale,
+        error_std_b=statistics.std,
         windows=windows,
         device=device,
         climatology=truth_climatology(truth.dataset, labels, period, truth.key) if forecasts else None,
+        fallback=fallback,
     )

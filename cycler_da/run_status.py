@@ -91,10 +91,12 @@ class RunStatus:
         self.data["status"] = status
         self.save()
 
-    def window_done(self, time: pd.Timestamp, seconds: float, nfe: float) -> None:
-        """Records a complete window; its files must already be written."""
+    def window_done(self, time: pd.Timestamp, seconds: float, nfe: float, flag: str = "") -> None:
+        """Records a complete window (and what the divergence guard did); its files must be written."""
         key = stamp(time)
         self.data["windows_done"].append(key)
+        if flag:
+            self.data.setdefault("flagged", {})[key] = flag
         self.data["wall_seconds"][key] = round(seconds, 4)
         self.data["nfe"][key] = nfe
         self.data["updated"] = now()

@@ -148,6 +148,10 @@ def summary(run: Run) -> dict:
             zip(run.labels, _rmse(s["background_rmse"]).values.round(6).tolist(), strict=True)
         ),
         "forecast_rmse": {},
+        # Windows whose analysis the divergence guard replaced (scores from before the guard have none).
+        "flagged_windows": [f"{pd.Timestamp(t):%Y-%m-%dT%H}" for t in s[TIME].values[s["flagged"].values > 0]]
+        if "flagged" in s
+        else [],
     }
     if run.forecasts is not None and run.forecasts.sizes[TIME]:
         rmse = np.sqrt((run.forecasts["forecast_rmse"] ** 2).mean(TIME, skipna=True))

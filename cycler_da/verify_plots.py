@@ -41,6 +41,8 @@ def error_vs_window(runs, path: Path) -> Path:
                 times, s["analysis_rmse"], color=color, lw=1.4, label=f"{run.name} ({run.method}) analysis"
             )
             ax.plot(times, s["background_rmse"], color=color, lw=0.9, ls="--", label=f"{run.name} background")
+            if "flagged" in s and (flagged := s["flagged"].values > 0).any():  # replaced by the guard
+                ax.plot(times[flagged], s["analysis_rmse"].values[flagged], "x", color=color, ms=7)
         ax.set_ylabel(f"{label} RMSE\n[{_units(label)}]")
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))

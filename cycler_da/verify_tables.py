@@ -16,7 +16,7 @@ def print_tables(runs, summaries: list[dict], card: list[dict], console: Console
     console = console or Console(width=200)
     labels = runs[0].labels
     head = Table(title="Runs", title_justify="left")
-    for col in ("run", "method", "members", "windows", "period"):
+    for col in ("run", "method", "members", "windows", "period", "flagged"):
         head.add_column(col)
     for s, r in zip(summaries, runs, strict=True):
         head.add_row(
@@ -25,6 +25,7 @@ def print_tables(runs, summaries: list[dict], card: list[dict], console: Console
             str(s["members"]),
             str(s["windows"]),
             f"{s['first_window']} … {s['last_window']}",
+            ", ".join([str(len(s["flagged_windows"])), *s["flagged_windows"][:4]]),
         )
     console.print(head)
 

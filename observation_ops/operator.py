@@ -54,8 +54,18 @@ class PointObservationOperator:
         channel, latitude, longitude = (np.asarray(a) for a in (channel, latitude, longitude))
         if not channel.shape == latitude.shape == longitude.shape or channel.ndim != 1:
             raise ValueError("channel, latitude and longitude must be 1-D arrays of one length")
+        if latitude.size and not (np.isfinite(latitude).all() and np.isfinite(longitude).all()):
+            raise ValueError("observation latitudes and longitudes must be finite")
         if latitude.size and (np.abs(latitude) > 90).any():
             raise ValueError("observation latitudes must lie within [-90, 90]")
+        grid_latitudes, grid_longitudes = np.asarray(grid_latitudes, float), np.asarray(grid_longitudes, float)
+        if grid_latitudes.ndim != 1 or grid_latitudes.size < 2 or not (np.diff(grid_latitudes) > 0).all():
+            raise ValueError(
+                "H interpolates between grid rows: the grid needs at least 2 strictly increasing latitudes; "
+                f"got {grid_latitudes.size} ({grid_latitudes[:4].tolist()}...)"
+            )
+        if grid_longitudes.ndim != 1 or grid_longitudes.size < 2:
+            raise ValueError(f"the grid needs at least 2 longitudes; got {grid_longitudes.size}")
         self.nlat, self.nlon = len(grid_latitudes), len(grid_longitudes)
         self.channel = channel.astype(np.int64)
         self.latitude, self.longitude = latitude.astype(float), longitude.astype(float) % 360
