@@ -75,7 +75,7 @@ def data_nature(
     compiled: Annotated[
         bool, typer.Option("--compiled/--eager", help="torch.compile the dynamical core.")
     ] = True,
-    threads: Annotated[int | None, typer.Option(help="torch threads (default: all cores).")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch threads (default: all cores).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
 ) -> None:
     """Generate the Held–Suarez nature run (the embedded truth) for [START, END].
@@ -168,7 +168,7 @@ def train_forecast(
     epochs: Annotated[int | None, typer.Option(help="Override training.epochs.")] = None,
     out: Annotated[Path, typer.Option(help="Checkpoint to write.")] = Path("forecast.pt"),
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last epoch.")] = False,
-    threads: Annotated[int | None, typer.Option(help="torch threads (default: all cores).")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch threads (default: all cores).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
 ) -> None:
     """Train the 6-hour forecast emulator on the nature run's training years.
@@ -235,7 +235,7 @@ def train_vae(
     epochs: Annotated[int | None, typer.Option(help="Override training.epochs.")] = None,
     out: Annotated[Path, typer.Option(help="Checkpoint to write.")] = Path("vae.pt"),
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last epoch.")] = False,
-    threads: Annotated[int | None, typer.Option(help="torch threads (default: all cores).")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch threads (default: all cores).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
 ) -> None:
     """Train the autoencoder of the score-based methods (state 32x64 -> latent 16x32).
@@ -264,7 +264,7 @@ def train_prior(
     steps: Annotated[int | None, typer.Option(help="Override training.steps.")] = None,
     out: Annotated[Path, typer.Option(help="Checkpoint to write.")] = Path("prior.pt"),
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last save.")] = False,
-    threads: Annotated[int | None, typer.Option(help="torch threads (default: all cores).")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch threads (default: all cores).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
 ) -> None:
     """Train the background-conditioned latent diffusion prior p(z | z_b, lead).
@@ -320,7 +320,7 @@ def run(
     ] = None,
     days: Annotated[float | None, typer.Option(help="Length in days: 4 windows a day [30].")] = None,
     method: Annotated[
-        str | None, typer.Option(help="Analysis method: none, 3dvar, enkf, ... [3dvar].")
+        str | None, typer.Option(help="Analysis method [3dvar]; `cycler methods` lists them.")
     ] = None,
     name: Annotated[str | None, typer.Option(help="Run name [METHOD-START].")] = None,
     runs_dir: Annotated[Path | None, typer.Option(help="Where runs go [./runs].")] = None,
@@ -332,7 +332,7 @@ def run(
     resume: Annotated[
         bool, typer.Option(help="Continue an interrupted run from its last complete window.")
     ] = False,
-    threads: Annotated[int | None, typer.Option(help="torch threads (default: all cores).")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch threads (default: all cores).")] = None,
 ) -> None:
     """Cycle a data-assimilation experiment and write every window to NetCDF.
 
@@ -346,7 +346,7 @@ def run(
     Example: cycler run --start 2018-01-01 --days 30 --method 3dvar
     """
     from cycler_da.config import ConfigError, load_config
-    from cycler_da.driver import RunError, run_cycle
+    from cycler_da.driver import RunError, resolve, run_cycle
     from cycler_da.run_config import RunConfig
 
     overrides = {
@@ -368,11 +368,36 @@ def run(
     except ConfigError as err:
         _fail(str(err))
     set_threads(threads)
+    began = time.perf_counter()
     try:
-        run_dir = run_cycle(cfg, resume=resume)
+        cfg = resolve(cfg)
+        run_dir = Path(cfg.run.runs_dir) / str(cfg.run.name)
+        windows = round(cfg.run.days * 4)
+        typer.echo(
+            f"{'resuming' if resume else 'starting'} {run_dir}: {cfg.method.name}, "
+            f"{cfg.ensemble.members} member(s), {windows} windows from {cfg.run.start:%Y-%m-%d %H} UTC"
+        )
+        run_cycle(cfg, resume=resume)
     except (ConfigError, RunError, ValueError, FileNotFoundError) as err:
         _fail(str(err))
-    typer.echo(f"run complete: {run_dir}")
+    typer.echo(_run_summary(run_dir, time.perf_counter() - began))
+
+
+def _run_summary(run_dir: Path, seconds: float) -> str:
+    """One line: windows, analysis RMSE of z500 and t850 against the truth, wall time, flagged windows."""
+    import numpy as np
+    import xarray as xr
+
+    with xr.open_dataset(run_dir / "scores.nc") as scores:
+        rmse = np.sqrt((scores["analysis_rmse"] ** 2).mean("time"))
+        shown = [c for c in ("z500", "t850") if c in scores["channel"].values]
+        fit = ", ".join(f"{c} {float(rmse.sel(channel=c)):.4g}" for c in shown)
+        flagged = int(scores["flagged"].sum()) if "flagged" in scores else 0
+        windows = scores.sizes["time"]
+    return (
+        f"done: {run_dir}, {windows} windows in {seconds / 60:.1f} min; analysis RMSE against the truth "
+        f"{fit}; {flagged} window(s) flagged by the divergence guard"
+    )
 
 
 @app.command("verify")

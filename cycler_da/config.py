@@ -100,7 +100,7 @@ def _describe(err: ValidationError, model: type[BaseModel]) -> str:
             allowed = sorted(_field_types(parent))
             lines.append(f"unknown key {where!r}; allowed here: {', '.join(allowed)}")
         else:
-            lines.append(f"{where}: {item['msg']}")
+            lines.append(f"{where}: {str(item['msg']).removeprefix('Value error, ')}")
     return "; ".join(lines)
 
 
@@ -121,8 +121,11 @@ def load_config(path: str | Path | None, model: type[M], overrides: dict | None 
             raise ConfigError(f"no such config file: {path}")
         try:
             data = yaml.safe_load(path.read_text()) or {}
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a YAML file (not UTF-8 text)") from None
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+            message = " ".join(str(err).split())  # one line
+            raise ConfigError(f"{path}: not valid YAML: {message}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
     for dotted, value in (overrides or {}).items():

@@ -121,6 +121,8 @@ def run_cycle(config: RunConfig, resume: bool = False, progress: bool = True) ->
     """
     config = resolve(config)
     runs_dir = Path(config.run.runs_dir)
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise RunError(f"run.runs_dir {runs_dir} is a file, not a directory")
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
         if not os.access(runs_dir, os.W_OK):
@@ -146,29 +148,38 @@ def _cycle(config: RunConfig, run_dir: Path, resume: bool, progress: bool) -> Pa
         for t in bar:
             window = cycle_window(s, t, x_a, x_prev)
             x_a, x_prev = window.analysis, window.previous
-            write_window(s, window)
-            rows.append(window_scores(s, window))
-            write_scores(run_dir / SCORES, rows, s.labels)
-            if run_forecasts.wanted(config, t):
-                forecast_rows.append(forecast_and_score(s, t, x_a, previous_frame(s, x_prev, x_a)))
-                run_forecasts.write_forecast_scores(
-                    run_dir / FORECAST_SCORES, forecast_rows, s.labels, run_forecasts.lead_hours(config)
-                )
-            d = window.diagnostics
-            status.window_done(t, window.seconds, d.get("nfe", d.get("evaluations", 0.0)), window.flag)
+            try:
+                record_window(s, window, rows, forecast_rows, status)
+            except OSError as err:  # a full disk, say: this window is not done, the ones before are
+                raise RunError(
+                    f"window {t}: writing {err.filename or run_dir} failed: {err.strerror or err}; the windows "
+                    "before it are complete, and --resume continues from this one"
+                ) from err
             rmse = rows[-1]["analysis_rmse"]
             bar.set_postfix(
-                {
-                    f"a-RMSE {label}": f"{rmse[i]:.3g}"
-                    for i, label in enumerate(s.labels)
-                    if label in ("z500", "t850")
-                }
+                {f"a-RMSE {c}": f"{rmse[i]:.3g}" for i, c in enumerate(s.labels) if c in ("z500", "t850")}
             )
     except BaseException:
         status.mark("interrupted")
         raise
     status.mark("complete")
     return run_dir
+
+
+def record_window(s: Setup, window: Window, rows: list, forecast_rows: list, status: RunStatus) -> None:
+    """Writes the window's files, scores and forecast, then marks it done in run.json (last)."""
+    t, config = window.time, s.config
+    write_window(s, window)
+    rows.append(window_scores(s, window))
+    write_scores(s.run_dir / SCORES, rows, s.labels)
+    if run_forecasts.wanted(config, t):
+        forecast_rows.append(
+            forecast_and_score(s, t, window.analysis, previous_frame(s, window.previous, window.analysis))
+        )
+        leads = run_forecasts.lead_hours(config)
+        run_forecasts.write_forecast_scores(s.run_dir / FORECAST_SCORES, forecast_rows, s.labels, leads)
+    d = window.diagnostics
+    status.window_done(t, window.seconds, d.get("nfe", d.get("evaluations", 0.0)), window.flag)
 
 
 def round_trip(s: Setup, state: torch.Tensor) -> torch.Tensor:

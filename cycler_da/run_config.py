@@ -152,7 +152,7 @@ class MethodSection(Strict):
 class EnsembleSection(Strict):
     """members: ensemble size (1 = deterministic; the EnKF needs more)."""
 
-    members: int = 1
+    members: int = Field(1, ge=1)
 
 
 class ColdStartSection(Strict):

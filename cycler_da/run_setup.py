@@ -102,7 +102,14 @@ def open_truth(config: RunConfig, start: pd.Timestamp, end: pd.Timestamp) -> tup
         first = min(start, pd.Timestamp(truth.train_period[0]))
         ds = nature.open_nature(first, max(end, pd.Timestamp(truth.train_period[1])), spec)
         return ds, str(spec.cache_dir), spec.key
-    return open_dataset(truth.path), str(truth.path), f"dataset:{truth.path}"
+    ds = open_dataset(truth.path)
+    if TIME not in ds.dims:
+        hint = " (monthly means are a climatology, not states)" if "month" in ds.dims else ""
+        raise RunError(
+            f"truth.path {truth.path}: the truth needs a {TIME!r} dimension of 6-hourly states; "
+            f"its dimensions are {sorted(map(str, ds.dims))}{hint}"
+        )
+    return ds, str(truth.path), f"dataset:{truth.path}"
 
 
 def _earliest_truth(config: RunConfig, takes_previous: bool) -> pd.Timestamp:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from cycler_da.core.channels import LATITUDE, LEVEL, LONGITUDE, REALIZATION, TIME, VARIABLES
@@ -109,7 +110,9 @@ def open_dataset(path: str | Path, *, chunks: dict | None = None) -> xr.Dataset:
     except DataError:
         raise
     except Exception as err:
-        raise DataError(f"cannot read {path} as {fmt}: {type(err).__name__}: {err}") from err
+        raise DataError(
+            f"cannot read {path} as {fmt} (truncated or corrupt?): {type(err).__name__}: {err}"
+        ) from err
     ds = to_conventions(raw)
     ds.attrs["cycler_source_path"] = str(path)
     ds.attrs["cycler_source_format"] = fmt
@@ -143,6 +146,13 @@ def to_conventions(ds: xr.Dataset) -> xr.Dataset:
     * latitude increasing, longitude in [0, 360) and sorted; levels as integer hPa.
     """
     conventions = source_conventions(ds)
+    grid = {str(v.attrs.get("GRIB_gridType")) for v in ds.data_vars.values()} & {"reduced_gg", "reduced_ll"}
+    if grid:
+        raise DataError(
+            f"a reduced grid (GRIB gridType {grid.pop()}) is not supported: interpolate it to a regular "
+            "grid first, e.g. `cdo setgridtype,regular in.grib out.grib` (a regular Gaussian grid keeps "
+            "the same latitudes)"
+        )
     if "valid_time" in ds.dims:  # new CDS NetCDF
         ds = ds.drop_vars([TIME], errors="ignore").rename({"valid_time": TIME})
     elif "step" in ds.coords and TIME in ds.dims and ds["step"].size == 1:
@@ -160,7 +170,8 @@ def to_conventions(ds: xr.Dataset) -> xr.Dataset:
             raise DataError(f"dimension {LEVEL!r}: non-integer pressure levels {levels}")
         if ds[LEVEL].attrs.get("units") in {"Pa", "pascal"}:
             levels = levels / 100
-        ds = ds.assign_coords({LEVEL: levels.astype(np.int32)}).sortby(LEVEL)
+        ds = ds.assign_coords({LEVEL: levels.astype(np.int32)})
+        ds = ds.sortby(LEVEL) if LEVEL in ds.dims else ds.expand_dims(LEVEL)  # one level: a scalar coordinate
         ds[LEVEL].attrs.update(units="hPa", long_name="pressure level")
     if LATITUDE in ds.coords and ds[LATITUDE].size > 1 and ds[LATITUDE][0] > ds[LATITUDE][-1]:
         ds = ds.isel({LATITUDE: slice(None, None, -1)})
@@ -198,6 +209,16 @@ def validate_dataset(ds: xr.Dataset, required: list[str] | None = None) -> None:
         raise DataError(f"dimension {LONGITUDE!r} must increase within [0, 360)")
     if TIME in ds.dims and not np.issubdtype(ds[TIME].dtype, np.datetime64):
         raise DataError(f"dimension {TIME!r} must hold datetimes, got {ds[TIME].dtype}")
+    if TIME in ds.dims and ds.sizes[TIME] > 1:
+        times = ds[TIME].values
+        if len(np.unique(times)) < len(times):
+            first = pd.Timestamp(times[np.flatnonzero(pd.Index(times).duplicated())[0]])
+            raise DataError(
+                f"dimension {TIME!r} repeats {first:%Y-%m-%dT%H:%M}: keep one state per time "
+                "(ds.drop_duplicates('time'))"
+            )
+        if (np.diff(times) < np.timedelta64(0)).any():
+            raise DataError(f"dimension {TIME!r} is not in increasing order: sort it (ds.sortby('time'))")
     for name in required or []:
         if name not in ds.data_vars:
             raise DataError(f"missing variable {name!r}; the dataset has {sorted(ds.data_vars)}")

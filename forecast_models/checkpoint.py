@@ -72,7 +72,8 @@ def read_payload(path: str | Path, format: str = FORMAT, what: str = "forecast")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from err
+        first = str(err).strip().split("\n")[0].split(". ")[0]  # torch's advice follows; the cause is first
+        raise CheckpointError(f"cannot read checkpoint {path} (corrupt or truncated?): {first}") from err
     if not isinstance(payload, dict) or payload.get("format") != format:
         raise CheckpointError(f"{path} is not a cycler {what} checkpoint (expected format {format})")
     return json.loads(payload["manifest"]), payload["state_dict"]
