@@ -290,6 +290,11 @@ def ensure_nature(
     todo.sort()
     if todo:
         total = sum(_steps_in_month(m) for m in todo)
+        if progress:
+            tqdm.write(
+                f"the nature run: integrating {len(todo)} month(s) ({todo[0]:%Y-%m} to {todo[-1]:%Y-%m}), about "
+                f"{_estimate_minutes(spec, total):.1f} min on 2 cores; cached in {spec.cache_dir}"
+            )
         with tqdm(
             total=total,
             desc=f"nature run {spec.resolution} seed {spec.seed}",
@@ -299,6 +304,16 @@ def ensure_nature(
             for month in todo:
                 generate_month(spec, month, bar if progress else None)
     return [_month_files(spec, m)[0] for m in needed]
+
+
+# Minutes per simulated year on 2 cores with the compiled integrator (benchmarks/results-nature_run.txt);
+# the eager one is about 3.2 times slower.
+MINUTES_PER_YEAR = {"T21": 3.4, "T42": 17.4}
+
+
+def _estimate_minutes(spec: NatureSpec, steps: int) -> float:
+    years = steps / (4 * 365.25)
+    return years * MINUTES_PER_YEAR[spec.resolution] * (1.0 if spec.compiled else 3.2)
 
 
 def _has_start(spec: NatureSpec, month: pd.Timestamp) -> bool:

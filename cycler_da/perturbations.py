@@ -34,7 +34,13 @@ def analysis_like_sampler(
     ds = nature.open_nature(data.train[0], data.train[1], spec, progress=False)
     device = next(emulator.parameters()).device
     bstats = TrainingErrors(
-        ds, list(data.channels), tuple(data.train), stats, emulator.cpu(), file_hash(checkpoint), spec.key
+        lambda: ds,
+        list(data.channels),
+        tuple(data.train),
+        stats,
+        emulator.cpu(),
+        file_hash(checkpoint),
+        spec.key,
     ).statistics()
     emulator.to(device)
     transform = ControlTransform(bstats, grid.latitudes, grid.longitudes, 1.0)

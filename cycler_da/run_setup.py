@@ -7,6 +7,8 @@ files and scores are physical.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,14 +96,15 @@ class Setup:
 
 
 def open_truth(config: RunConfig, start: pd.Timestamp, end: pd.Timestamp) -> tuple[xr.Dataset, str, str]:
-    """The truth dataset covering [start, end] and its training period, its path and a cache key."""
+    """The truth covering [start, end] (lazy), its path and a cache key.
+
+    The nature run is integrated for the months of [start, end] only (from the shipped monthly
+    states); a dataset is opened whole.
+    """
     truth = config.truth
     if truth.source == "nature":
         spec = nature.NatureSpec(truth.nature.resolution, truth.nature.seed, truth.nature.compiled)
-        # Lazy: one span covering the training period (statistics) and the run's windows.
-        first = min(start, pd.Timestamp(truth.train_period[0]))
-        ds = nature.open_nature(first, max(end, pd.Timestamp(truth.train_period[1])), spec)
-        return ds, str(spec.cache_dir), spec.key
+        return nature.open_nature(start, end, spec), str(spec.cache_dir), spec.key
     ds = open_dataset(truth.path)
     if TIME not in ds.dims:
         hint = " (monthly means are a climatology, not states)" if "month" in ds.dims else ""
@@ -143,9 +146,10 @@ def _error_std(config: RunConfig, stats: NormStats) -> np.ndarray:
 
 @dataclass(frozen=True, kw_only=True)
 class _Truth:
-    """The truth dataset on the model's grid, its normalisation, and the run's span of it loaded."""
+    """The run's span of the truth (loaded) on the model's grid, its normalisation, and a way to
+    open the training period (only to make a statistic that is neither cached nor shipped)."""
 
-    dataset: xr.Dataset
+    training: Callable[[], xr.Dataset]
     window: xr.Dataset
     path: str
     key: str
@@ -161,13 +165,19 @@ def _load_truth(
     # Forecasts from analyses are scored as far as the truth reaches past the last window.
     forecast = config.forecast
     last = windows[-1] + pd.Timedelta(hours=forecast.max_lead_hours if forecast.from_hours else 0)
-    ds, path, key = open_truth(config, earliest, last)
     model_grid = Grid.from_dict(manifest["grid"])
-    if not Grid.from_dataset(ds).same_as(model_grid):
-        ds = regrid(ds, model_grid)
+
+    def on_model_grid(ds: xr.Dataset) -> xr.Dataset:
+        return ds if Grid.from_dataset(ds).same_as(model_grid) else regrid(ds, model_grid)
+
+    ds, path, key = open_truth(config, earliest, last)
+    ds = on_model_grid(ds)
+    period = config.truth.train_period
+    span = pd.Timestamp(period[0]), pd.Timestamp(period[1])
+    training = functools.cache(lambda: on_model_grid(open_truth(config, *span)[0]))
     grid = Grid.from_dataset(ds)
     labels = list(config.channels)
-    stats = truth_norm_stats(ds, labels, config.truth.train_period, key)
+    stats = truth_norm_stats(training, labels, period, key)
     try:
         check_compatible(
             manifest,
@@ -183,7 +193,20 @@ def _load_truth(
     window = ds.sel({TIME: slice(earliest, last)}).load()
     if len(missing := windows.difference(pd.DatetimeIndex(window[TIME].values))):
         raise RunError(f"the truth lacks {len(missing)} window times, first {missing[0]} (source {path})")
-    return _Truth(dataset=ds, window=window, path=path, key=key, grid=grid, stats=stats)
+    return _Truth(training=training, window=window, path=path, key=key, grid=grid, stats=stats)
+
+
+def training_errors(config: RunConfig) -> TrainingErrors:
+    """The training-set errors (and so every training-period statistic) of `config`'s truth and model."""
+    checkpoint = resolve_checkpoint(config.forecast.checkpoint)
+    emulator, manifest = load_checkpoint(checkpoint, "cpu")
+    start = pd.Timestamp(config.run.start)
+    windows = pd.DatetimeIndex([start + STEP])
+    truth = _load_truth(config, windows, emulator, manifest, checkpoint)
+    period = config.truth.train_period
+    return TrainingErrors(
+        truth.training, list(config.channels), period, truth.stats, emulator, file_hash(checkpoint), truth.key
+    )
 
 
 def _method(
@@ -220,7 +243,7 @@ def build_setup(config: RunConfig, run_dir: Path) -> Setup:
     emulator, manifest = load_checkpoint(checkpoint, device)
     truth = _load_truth(config, windows, emulator, manifest, checkpoint)
     period, sha = config.truth.train_period, file_hash(checkpoint)
-    errors = TrainingErrors(truth.dataset, labels, period, truth.stats, emulator.cpu(), sha, truth.key)
+    errors = TrainingErrors(truth.training, labels, period, truth.stats, emulator.cpu(), sha, truth.key)
     statistics = errors.statistics()
     emulator.to(device)
     if config.forecast.compile:
@@ -248,6 +271,6 @@ def build_setup(config: RunConfig, run_dir: Path) -> Setup:
         error_std_b=statistics.std,
         windows=windows,
         device=device,
-        climatology=truth_climatology(truth.dataset, labels, period, truth.key) if forecasts else None,
+        climatology=truth_climatology(truth.training, labels, period, truth.key) if forecasts else None,
         fallback=fallback,
     )
