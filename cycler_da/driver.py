@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import time as clock
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,6 +136,9 @@ def run_cycle(config: RunConfig, resume: bool = False, progress: bool = True) ->
 
 def _cycle(config: RunConfig, run_dir: Path, resume: bool, progress: bool) -> Path:
     RunStatus.check(run_dir, config, resume)
+    if resume:  # half-written files of a killed writer (this process holds the lock now)
+        for stale in run_dir.rglob(".*.tmp-*"):
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     s = build_setup(config, run_dir)
     make_run_dir(run_dir)
     status = RunStatus.load(run_dir) if resume else RunStatus.create(s)
