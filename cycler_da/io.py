@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import xarray as xr
 
 FORMATS = {".nc": "netcdf", ".nc4": "netcdf", ".zarr": "zarr"}
@@ -41,9 +42,46 @@ def write_dataset(ds: xr.Dataset, path: str | Path, *, overwrite: bool = False) 
     return path
 
 
+# CF names of the coordinates every file shares (WeatherBench 2 dimension names).
+_COORDINATE_ATTRS = {
+    "time": {"standard_name": "time", "long_name": "time"},
+    "realization": {"standard_name": "realization", "long_name": "ensemble member", "units": "1"},
+    "prediction_timedelta": {"standard_name": "forecast_period", "long_name": "forecast lead time"},
+    "level": {"standard_name": "air_pressure", "long_name": "pressure level", "units": "hPa"},
+    "latitude": {"standard_name": "latitude", "units": "degrees_north"},
+    "longitude": {"standard_name": "longitude", "units": "degrees_east"},
+}
+
+
+def cf_netcdf(ds: xr.Dataset) -> tuple[xr.Dataset, dict]:
+    """`ds` with the attributes CF asks for, and its NetCDF encoding: compressed data, no fill
+    value on coordinates, times as 32-bit integers (CF 1.8 has no 64-bit integer type)."""
+    ds = ds.copy()
+    for name, attrs in _COORDINATE_ATTRS.items():
+        if name in ds.variables:
+            ds[name].attrs = attrs | ds[name].attrs
+    for name, var in ds.data_vars.items():
+        if "long_name" not in var.attrs and "standard_name" not in var.attrs:
+            var.attrs["long_name"] = str(name).replace("_", " ")
+    if not ds.attrs.get("history"):
+        from cycler_da import __version__
+
+        ds.attrs["history"] = (
+            f"{pd.Timestamp.now(tz='UTC'):%Y-%m-%dT%H:%M:%SZ} written by cycler {__version__}"
+        )
+    encoding = {name: {"zlib": True, "complevel": 1} for name in ds.data_vars}
+    for name, var in ds.variables.items():
+        entry = encoding.setdefault(name, {})
+        if name in ds.coords:
+            entry["_FillValue"] = None
+        if var.dtype.kind in "mM":
+            entry["dtype"] = "int32"
+    return ds, encoding
+
+
 def _write(ds: xr.Dataset, tmp: Path, fmt: str) -> None:
     if fmt == "netcdf":
-        encoding = {name: {"zlib": True, "complevel": 1} for name in ds.data_vars}
+        ds, encoding = cf_netcdf(ds)
         ds.to_netcdf(tmp, encoding=encoding)
         return
     for var in ds.variables.values():

@@ -20,7 +20,8 @@ from observation_ops.networks import NetworkSpec, network_locations
 from observation_ops.operator import PointObservationOperator
 
 QC_USED, QC_NONFINITE, QC_BACKGROUND, QC_THINNED = 0, 1, 2, 3
-QC_MEANINGS = "0 used, 1 rejected: not finite, 2 rejected: background check, 3 rejected: thinning"
+# CF flag_meanings: one blank-free word per value of QC_USED, QC_NONFINITE, QC_BACKGROUND, QC_THINNED.
+QC_MEANINGS = "used rejected_not_finite rejected_by_background_check rejected_by_thinning"
 
 
 def window_index(time: pd.Timestamp) -> int:

@@ -106,16 +106,22 @@ def write_observations(
         },
         coords={TIME: pd.Timestamp(time).to_datetime64()},
     )
-    ds["level"].attrs.update(units="hPa", comment="0 for surface variables")
-    ds["latitude"].attrs["units"] = "degrees_north"
-    ds["longitude"].attrs["units"] = "degrees_east"
+    ds["level"].attrs.update(units="hPa", long_name="pressure level", comment="0 for surface variables")
+    ds["latitude"].attrs.update(units="degrees_north", standard_name="latitude")
+    ds["longitude"].attrs.update(units="degrees_east", standard_name="longitude")
+    ds["value"].attrs["long_name"] = "observed value"
+    ds["error_std"].attrs["long_name"] = "observation-error standard deviation"
     for name in ("value", "error_std", "background_departure", "analysis_departure"):
-        ds[name].attrs["units"] = "units of the observed variable (see channel)"
+        # Rows observe different variables: no one CF unit fits the column.
+        ds[name].attrs["comment"] = "in the units of the observed variable (see channel and variable)"
     ds["background_departure"].attrs["long_name"] = (
         "O-B: observation minus background (ensemble mean) equivalent"
     )
     ds["analysis_departure"].attrs["long_name"] = "O-A: observation minus analysis (ensemble mean) equivalent"
-    ds["qc_flag"].attrs.update(long_name="quality-control flag", flag_meanings=qc_meanings)
+    values = np.arange(len(qc_meanings.split()), dtype=np.int8)
+    ds["qc_flag"].attrs.update(
+        long_name="quality-control flag", flag_values=values, flag_meanings=qc_meanings
+    )
     ds.attrs.update(Conventions="CF-1.8", **attrs)
     write_dataset(ds, path, overwrite=True)
 
