@@ -1,8 +1,9 @@
 """The divergence guard: every analysis is checked before it starts the next forecast.
 
-An analysis fails when it is not finite, when a member departs from the background mean by
-more than ``max_increment`` background-error standard deviations (B's, the 24-h forecast
-errors of the training years) anywhere, when it fits the observations worse than
+An analysis fails when it is not finite, when a member's increment (analysis minus its
+background; minus the background mean when a sampler draws its own members) has an RMS over
+the grid of more than ``max_increment`` background-error standard deviations (B's, the 24-h
+forecast errors of the training years) in any channel, when it fits the observations worse than
 ``max_fit_ratio`` times the background did (RMS of (O−A)/σ_o against max(1, RMS of
 (O−B)/σ_o)), or when the method reports a non-finite diagnostic (a NaN cost). The run's
 ``guard.on_divergence`` then decides: ``stop`` (a clear error; earlier windows are kept and
@@ -35,7 +36,7 @@ def check(
         observations: The window's observations and QC flags.
         diagnostics: The method's scalars.
         background_std: B's standard deviations, normalised, (channel, lat).
-        max_increment: Bound on |x_a − mean(x_b)| in units of `background_std`.
+        max_increment: Bound on the grid RMS of (x_a − x_b) / `background_std`, per member and channel.
         max_fit_ratio: Bound on RMS((O−A)/σ_o) / max(1, RMS((O−B)/σ_o)).
     """
     if not torch.isfinite(analysis).all():
@@ -45,10 +46,16 @@ def check(
         return f"the method reports non-finite {', '.join(bad)}"
     with torch.no_grad():
         sigma = torch.as_tensor(background_std, dtype=torch.float64, device=analysis.device)[:, :, None]
-        departure = (analysis.double() - background.double().mean(0, keepdim=True)).abs() / sigma
-        largest = float(departure.max())
+        x_b = background.double()
+        if x_b.shape[0] != analysis.shape[0]:
+            x_b = x_b.mean(0, keepdim=True)
+        rms = ((analysis.double() - x_b) / sigma).square().mean(dim=(-2, -1)).sqrt()  # (member, channel)
+        largest = float(rms.max())
         if largest > max_increment:
-            return f"an increment of {largest:.3g} background-error standard deviations (bound {max_increment:g})"
+            return (
+                f"an increment of RMS {largest:.3g} background-error standard deviations "
+                f"(bound {max_increment:g})"
+            )
         used = observations.used
         if used is None:
             return None

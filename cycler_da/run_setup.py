@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 import xarray as xr
+from tqdm.auto import tqdm
 
 from cycler_da import nature
 from cycler_da.config import ConfigError
@@ -247,6 +248,7 @@ def build_setup(config: RunConfig, run_dir: Path) -> Setup:
     statistics = errors.statistics()
     emulator.to(device)
     if config.forecast.compile:
+        tqdm.write("compiling the forecast network (torch.compile; the first windows are slower)")
         emulator.compile_network()
     method = _method(config, truth, errors, statistics, device, config.method.name)
     guard = config.guard.on_divergence

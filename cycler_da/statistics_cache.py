@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 import xarray as xr
+from tqdm.auto import tqdm
 
 from cycler_da.core.channels import TIME
 from cycler_da.core.covariance import BackgroundErrorStats, estimate_stats
@@ -156,6 +157,10 @@ class TrainingErrors:
                 )
             except (OSError, ValueError, KeyError):
                 pass  # a corrupt cache file is remade
+        tqdm.write(
+            f"background-error samples: {self.samples} {self.lead_hours}-h forecasts from the truth over "
+            f"{self.period[0]}..{self.period[1]} (once per truth and forecast model; cached in {path.parent})"
+        )
         errors = forecast_errors(
             self.training(),
             self.labels,

@@ -73,7 +73,7 @@ def _config(tmp_path: Path, checkpoint: Path, fault: str, policy: str, name: str
     ("fault", "reason"),
     [
         ("nan", "the analysis is not finite"),
-        ("blowup", r"an increment of .* background-error standard deviations \(bound 10\)"),
+        ("blowup", r"an increment of RMS .* background-error standard deviations \(bound 25\)"),
         ("cost", "the method reports non-finite cost"),
     ],
 )
