@@ -411,8 +411,10 @@ def run(
     observations are simulated from the truth and quality-controlled, and the analysis
     method combines them. The run directory gets config.yaml (every default written out),
     run.json, background/, analysis/, observations/, forecasts/ (from 00 UTC analyses
-    to 120 h), scores.nc and forecast_scores.nc. If the truth for the
-    period is not cached yet it is generated first.
+    to 120 h), scores.nc and forecast_scores.nc. The nature run is integrated for the
+    months the run covers, once (cached); the training-period statistics of the default
+    truth and forecast model ship with the package. A diverged analysis stops the run
+    unless guard.on_divergence says otherwise; `cycler methods` lists the methods.
 
     Example: cycler run --start 2018-01-01 --days 30 --method 3dvar
     """

@@ -6,7 +6,6 @@ import os
 import shutil
 from pathlib import Path
 
-import pandas as pd
 import xarray as xr
 
 FORMATS = {".nc": "netcdf", ".nc4": "netcdf", ".zarr": "zarr"}
