@@ -65,9 +65,8 @@ def cf_netcdf(ds: xr.Dataset) -> tuple[xr.Dataset, dict]:
     if not ds.attrs.get("history"):
         from cycler_da import __version__
 
-        ds.attrs["history"] = (
-            f"{pd.Timestamp.now(tz='UTC'):%Y-%m-%dT%H:%M:%SZ} written by cycler {__version__}"
-        )
+        # No time stamp: a resumed run's files must equal an uninterrupted run's, attributes too.
+        ds.attrs["history"] = f"written by cycler {__version__}"
     encoding = {name: {"zlib": True, "complevel": 1} for name in ds.data_vars}
     for name, var in ds.variables.items():
         entry = encoding.setdefault(name, {})
