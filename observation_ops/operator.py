@@ -58,7 +58,10 @@ class PointObservationOperator:
             raise ValueError("observation latitudes and longitudes must be finite")
         if latitude.size and (np.abs(latitude) > 90).any():
             raise ValueError("observation latitudes must lie within [-90, 90]")
-        grid_latitudes, grid_longitudes = np.asarray(grid_latitudes, float), np.asarray(grid_longitudes, float)
+        grid_latitudes, grid_longitudes = (
+            np.asarray(grid_latitudes, float),
+            np.asarray(grid_longitudes, float),
+        )
         if grid_latitudes.ndim != 1 or grid_latitudes.size < 2 or not (np.diff(grid_latitudes) > 0).all():
             raise ValueError(
                 "H interpolates between grid rows: the grid needs at least 2 strictly increasing latitudes; "
