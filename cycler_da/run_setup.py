@@ -172,6 +172,7 @@ def _load_truth(
         return ds if Grid.from_dataset(ds).same_as(model_grid) else regrid(ds, model_grid)
 
     ds, path, key = open_truth(config, earliest, last)
+    _check_covers(ds, path, earliest, windows[-1])
     ds = on_model_grid(ds)
     period = config.truth.train_period
     span = pd.Timestamp(period[0]), pd.Timestamp(period[1])
@@ -195,6 +196,21 @@ def _load_truth(
     if len(missing := windows.difference(pd.DatetimeIndex(window[TIME].values))):
         raise RunError(f"the truth lacks {len(missing)} window times, first {missing[0]} (source {path})")
     return _Truth(training=training, window=window, path=path, key=key, grid=grid, stats=stats)
+
+
+def _check_covers(ds: xr.Dataset, path: str, earliest: pd.Timestamp, last: pd.Timestamp) -> None:
+    """Refuses a truth that starts after the cold start's first state or ends before the last window."""
+    times = pd.DatetimeIndex(ds[TIME].values)
+    if times[-1] < last:
+        raise RunError(
+            f"the truth ({path}) ends at {times[-1]:%Y-%m-%d %H:%M}, before the run's last window "
+            f"{last:%Y-%m-%d %H:%M}: shorten run.days or extend the truth"
+        )
+    if times[0] > earliest:
+        raise RunError(
+            f"the truth ({path}) starts at {times[0]:%Y-%m-%d %H:%M}, after {earliest:%Y-%m-%d %H:%M}, the "
+            "oldest state the cold start forecasts from: start the run later or extend the truth"
+        )
 
 
 def training_errors(config: RunConfig) -> TrainingErrors:

@@ -86,6 +86,8 @@ class LOSDA(LatentSampler):
                 [z], lr=1.0, max_iter=1, history_size=10, line_search_fn="strong_wolfe"
             )
         fitted = False
+        # (point, fitted there) of every evaluation in this iteration: L-BFGS ends on one of them
+        evaluated: list[tuple[Tensor, bool]] = []
 
         def within_target(misfit: Tensor) -> bool:  # every member fitted to χ²/m ≤ fit_target
             return float((2 * misfit.detach()).max()) / m <= p.fit_target
@@ -97,11 +99,20 @@ class LOSDA(LatentSampler):
                 misfit = self.misfit(z, observations, draw)
                 draw.counters["decoder_evaluations"] += 1
                 fitted = within_target(misfit)
+                evaluated.append((z.detach().clone(), fitted))
                 cost = (misfit + 0.5 * weight * (z - anchor).square().flatten(1).sum(dim=1)).sum()
                 cost.backward()
             return cost
 
+        def fitted_at_z() -> bool:
+            seen = [done for point, done in evaluated if torch.equal(point, z)]
+            if seen:
+                return seen[-1]
+            with torch.no_grad():
+                return within_target(self.misfit(z, observations, draw))
+
         for _ in range(iterations):
+            evaluated.clear()
             if p.optimizer == "adam":
                 closure()
                 if fitted:
@@ -109,9 +120,8 @@ class LOSDA(LatentSampler):
                 optimiser.step()
             else:
                 optimiser.step(closure)
-                with torch.no_grad():
-                    if within_target(self.misfit(z, observations, draw)):
-                        break
+                if fitted_at_z():
+                    break
         return z.detach()
 
     def sample_latent(

@@ -233,3 +233,42 @@ def test_a_full_disk_stops_the_run_cleanly_and_resume_finishes_it(tmp_path, tiny
         with xr.open_dataset(path) as a, xr.open_dataset(run_dir / path.relative_to(whole)) as b:
             for name in set(a.data_vars) - {"wall_seconds", "method_seconds"}:
                 np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=f"{path.name}:{name}")
+
+
+@pytest.mark.parametrize(
+    ("start", "days", "message"),
+    [
+        (
+            "2018-02-19",
+            3,
+            r"the truth \(.*feb\.nc\) ends at 2018-02-20 18:00, before the run's last window 2018-02-22 00:00: "
+            r"shorten run\.days or extend the truth",
+        ),
+        (
+            "2018-02-02",
+            1,
+            r"the truth \(.*feb\.nc\) starts at 2018-02-01 00:00, after 2018-01-31 00:00, the oldest state the "
+            r"cold start forecasts from: start the run later or extend the truth",
+        ),
+    ],
+    ids=["ends before the run", "starts after the cold start"],
+)
+def test_a_truth_too_short_for_the_run_is_refused_before_any_work(
+    tmp_path, tiny_checkpoint, start, days, message
+):
+    from cycler_da import nature
+
+    truth = nature.open_nature("2018-02-01", "2018-02-20T18", nature.NatureSpec("T21", 0, False))
+    truth.to_netcdf(tmp_path / "feb.nc")
+    config = parse_config(
+        {
+            "run": {"start": start, "days": days, "runs_dir": str(tmp_path / "runs")},
+            "truth": {"source": "dataset", "path": str(tmp_path / "feb.nc"), "train_period": TRAIN},
+            "forecast": {"checkpoint": str(tiny_checkpoint), "from_hours": []},
+        },
+        RunConfig,
+    )
+    with pytest.raises(RunError) as caught:
+        run_cycle(config, progress=False)
+    assert re.fullmatch(message, str(caught.value)), str(caught.value)
+    assert not any((tmp_path / "runs").glob("*/analysis/*.nc"))
