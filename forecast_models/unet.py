@@ -29,8 +29,7 @@ def spherical_pad(x: Tensor, pad: int, pole_sign: Tensor | None = None) -> Tenso
     if pole_sign is not None:
         sign = pole_sign.to(x.dtype)[:, None, None]
         first, last = first * sign, last * sign
-    x = torch.cat([first, x, last], dim=-2)
-    return torch.cat([x[..., -pad:], x, x[..., :pad]], dim=-1)
+    return F.pad(torch.cat([first, x, last], dim=-2), (pad, pad, 0, 0), mode="circular")
 
 
 class SphereConv(nn.Module):

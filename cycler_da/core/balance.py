@@ -1,0 +1,155 @@
+"""Balance of a state on the global lat-lon grid: geostrophic and hydrostatic, in SI units.
+
+One implementation for every user: `cycler verify`'s balance diagnostics, Align-DA's physics
+reward, PhyDA's residual loss. Everything is a differentiable torch function of a state in
+physical units ``(..., channel, lat, lon)``.
+
+* Geostrophic imbalance at each level that has z, u and v:
+  (u − u_g, v − v_g), u_g = −(1/f a) ∂Φ/∂φ, v_g = (1/(f a cos φ)) ∂Φ/∂λ, f = 2Ω sin φ,
+  masked within ``band`` degrees of the equator, where f → 0.
+* Hydrostatic imbalance between adjacent levels that have z and t:
+  (Φ_top − Φ_bottom) − R_d T̄ ln(p_bottom / p_top), T̄ the mean of the two levels' temperatures.
+
+Derivatives are fourth-order: centred and periodic in longitude, five-point in latitude
+(off-centre at the two rows next to each pole; exact for quartics on any latitude spacing, so
+Gaussian grids are fine). A relative imbalance is the area-weighted RMS residual over the
+RMS of what it is measured against (the wind; the thickness), so it is unitless.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from cycler_da.core.channels import channels
+
+EARTH_RADIUS_M = 6.371e6
+OMEGA = 7.292e-5
+R_DRY = 287.05
+
+
+def latitude_derivative(latitudes: np.ndarray) -> np.ndarray:
+    """(lat, lat) matrix D with (D f)_i ≈ ∂f/∂φ at latitude i (φ in radians), five points per row."""
+    phi = np.radians(np.asarray(latitudes, dtype=np.float64))
+    n = len(phi)
+    if n < 5:
+        raise ValueError(f"a fourth-order latitude derivative needs at least 5 latitudes; got {n}")
+    matrix = np.zeros((n, n))
+    for i in range(n):
+        first = min(max(i - 2, 0), n - 5)
+        offsets = phi[first : first + 5] - phi[i]
+        # Weights w with Σ w_j offset_j^k = [k == 1] for k = 0..4 (exact for quartics).
+        vandermonde = np.vander(offsets, 5, increasing=True).T
+        target = np.zeros(5)
+        target[1] = 1.0
+        matrix[i, first : first + 5] = np.linalg.solve(vandermonde, target)
+    return matrix
+
+
+def longitude_derivative(field: Tensor) -> Tensor:
+    """∂f/∂λ (λ in radians) of ``(..., lat, lon)`` on a periodic, equally spaced longitude axis."""
+    step = 2 * np.pi / field.shape[-1]
+    east1, west1 = field.roll(-1, -1), field.roll(1, -1)
+    east2, west2 = field.roll(-2, -1), field.roll(2, -1)
+    return (8 * (east1 - west1) - (east2 - west2)) / (12 * step)
+
+
+class Balance:
+    """The balance operators of one grid and channel set.
+
+    Args:
+        labels: The state's channel labels (e.g. ``z500``, ``u500``, ``v500``, ``t850``).
+        latitudes: Grid latitudes in degrees, pole to pole (either direction).
+        band: Half-width in degrees of the equatorial band left out of the geostrophic terms.
+
+    Attributes:
+        geostrophic_levels: Levels (hPa) with z, u and v.
+        hydrostatic_layers: Adjacent (top, bottom) levels in hPa, both with z and t.
+    """
+
+    def __init__(self, labels: list[str] | tuple[str, ...], latitudes: np.ndarray, band: float = 15.0):
+        self.index = {(c.variable.short, c.level): i for i, c in enumerate(channels(list(labels)))}
+        levels = sorted({level for (_, level) in self.index if level is not None})
+        self.geostrophic_levels = [p for p in levels if all((v, p) in self.index for v in ("z", "u", "v"))]
+        thermal = [p for p in levels if ("z", p) in self.index and ("t", p) in self.index]
+        self.hydrostatic_layers = list(itertools.pairwise(thermal))
+        self.latitudes = np.array(latitudes, dtype=np.float64)
+        self.band = band
+        self._dphi = latitude_derivative(self.latitudes)
+
+    def _geometry(self, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        lat = torch.as_tensor(self.latitudes, dtype=like.dtype, device=like.device)
+        phi = torch.deg2rad(lat)
+        coriolis = 2 * OMEGA * torch.sin(phi)
+        mask = (lat.abs() >= self.band).to(like.dtype)
+        dphi = torch.as_tensor(self._dphi, dtype=like.dtype, device=like.device)
+        return coriolis, torch.cos(phi), mask, dphi
+
+    def geostrophic(self, state: Tensor) -> Tensor:
+        """(u − u_g, v − v_g) in m/s, ``(..., level, 2, lat, lon)``, zero in the equatorial band."""
+        index = self.index
+        coriolis, cos_phi, mask, dphi = self._geometry(state)
+        safe_f = torch.where(mask > 0, coriolis, torch.ones_like(coriolis))[:, None]
+        out = []
+        for p in self.geostrophic_levels:
+            z, u, v = (state[..., index[(name, p)], :, :] for name in ("z", "u", "v"))
+            u_g = -torch.einsum("ij,...jk->...ik", dphi, z) / (safe_f * EARTH_RADIUS_M)
+            v_g = longitude_derivative(z) / (safe_f * EARTH_RADIUS_M * cos_phi[:, None])
+            out.append(torch.stack([u - u_g, v - v_g], dim=-3) * mask[:, None])
+        return torch.stack(out, dim=-4)
+
+    def hydrostatic(self, state: Tensor) -> Tensor:
+        """Thickness minus R_d T̄ ln(p_bottom/p_top) in m²/s², ``(..., layer, lat, lon)``."""
+        index = self.index
+        out = []
+        for top, bottom in self.hydrostatic_layers:
+            thickness = state[..., index[("z", top)], :, :] - state[..., index[("z", bottom)], :, :]
+            mean_t = 0.5 * (state[..., index[("t", top)], :, :] + state[..., index[("t", bottom)], :, :])
+            out.append(thickness - R_DRY * mean_t * float(np.log(bottom / top)))
+        return torch.stack(out, dim=-3)
+
+    def _area_rms(self, field: Tensor, weights: Tensor) -> Tensor:
+        dims = (-2, -1)
+        return torch.sqrt((field.square() * weights).sum(dims) / weights.expand_as(field).sum(dims))
+
+    def relative_imbalance(self, state: Tensor) -> dict[str, Tensor]:
+        """Unitless imbalances, each ``(...)``: ``geostrophic`` (RMS residual wind over RMS wind,
+        mean over levels) and ``hydrostatic`` (RMS residual over RMS thickness, mean over layers)."""
+        index = self.index
+        _, cos_phi, mask, _ = self._geometry(state)
+        result = {}
+        if self.geostrophic_levels:
+            weights = (cos_phi * mask)[:, None]
+            residual = self._area_rms(self.geostrophic(state).square().sum(-3).sqrt(), weights)
+            wind = torch.stack(
+                [
+                    torch.sqrt(
+                        state[..., index[("u", p)], :, :] ** 2 + state[..., index[("v", p)], :, :] ** 2
+                    )
+                    for p in self.geostrophic_levels
+                ],
+                dim=-3,
+            )
+            result["geostrophic"] = (residual / self._area_rms(wind, weights)).mean(-1)
+        if self.hydrostatic_layers:
+            weights = cos_phi[:, None]
+            residual = self._area_rms(self.hydrostatic(state), weights)
+            thickness = torch.stack(
+                [
+                    state[..., index[("z", top)], :, :] - state[..., index[("z", bottom)], :, :]
+                    for top, bottom in self.hydrostatic_layers
+                ],
+                dim=-3,
+            )
+            result["hydrostatic"] = (residual / self._area_rms(thickness, weights)).mean(-1)
+        return result
+
+
+def balance_score(imbalance: Tensor, reference: Tensor, floor: float = 1e-6) -> Tensor:
+    """1 where a state's relative imbalance equals the reference's (the truth's), falling
+    towards 0 as they part: 2 σ(−|D − D_ref| / D_ref) (Align-DA's Geo-Score form)."""
+    reference = reference.clamp_min(floor)
+    return 2 * torch.sigmoid(-(imbalance - reference).abs() / reference)

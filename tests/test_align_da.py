@@ -1,0 +1,155 @@
+"""Align-DA: balance diagnostics, rewards, pair selection, the DPO loss, the pipeline and the method."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cycler_da.core.balance import EARTH_RADIUS_M, OMEGA, R_DRY, Balance, balance_score, latitude_derivative
+from cycler_da.core.contract import Observations
+from cycler_da.core.gridded import observations_on_grid
+from cycler_da.regrid import gaussian_grid
+from observation_ops.operator import PointObservationOperator
+from score_da import rewards
+from score_da.alignment import AlignmentTraining, PreferencePairs, align_prior, dpo_loss
+from score_da.networks import Denoiser
+
+LABELS = ("z500", "z850", "t500", "t850", "u500", "v500", "u850", "v850")
+
+
+def _balanced_state(nlat=32, nlon=64) -> tuple[torch.Tensor, np.ndarray]:
+    """An exactly hydrostatic state whose winds are the analytic geostrophic winds of its
+    geopotential (a zonal jet plus a wavenumber-3 wave), float64, (1, channel, lat, lon)."""
+    lat, lon = gaussian_grid(nlat).latitudes, np.arange(nlon) * 360.0 / nlon
+    phi, lam = np.meshgrid(np.radians(lat), np.radians(lon), indexing="ij")
+    f = 2 * OMEGA * np.sin(phi)
+    fields = {}
+    for level, base, amp in ((500, 5.5e4, 2.0e3), (850, 1.4e4, 1.0e3)):
+        z = base - amp * np.sin(phi) ** 2 + 0.3 * amp * np.cos(phi) ** 2 * np.sin(phi) * np.cos(3 * lam)
+        dz_dphi = -2 * amp * np.sin(phi) * np.cos(phi) + 0.3 * amp * np.cos(3 * lam) * (
+            np.cos(phi) ** 3 - 2 * np.cos(phi) * np.sin(phi) ** 2
+        )
+        dz_dlam = -0.9 * amp * np.cos(phi) ** 2 * np.sin(phi) * np.sin(3 * lam)
+        fields[f"z{level}"] = z
+        fields[f"u{level}"] = -dz_dphi / (f * EARTH_RADIUS_M)
+        fields[f"v{level}"] = dz_dlam / (f * EARTH_RADIUS_M * np.cos(phi))
+    fields["t850"] = 280.0 - 30 * np.sin(phi) ** 2
+    fields["t500"] = 2 * (fields["z500"] - fields["z850"]) / (R_DRY * math.log(850 / 500)) - fields["t850"]
+    state = torch.as_tensor(np.stack([fields[c] for c in LABELS]))[None]
+    return state, lat
+
+
+def test_the_latitude_derivative_is_exact_for_quartics_on_a_gaussian_grid():
+    lat = gaussian_grid(32).latitudes
+    phi = np.radians(lat)
+    np.testing.assert_allclose(latitude_derivative(lat) @ phi**4, 4 * phi**3, atol=1e-10)
+
+
+def test_balance_is_zero_for_a_balanced_state_and_large_for_a_perturbed_one():
+    state, lat = _balanced_state()
+    balance = Balance(LABELS, lat)
+    assert balance.geostrophic_levels == [500, 850] and balance.hydrostatic_layers == [(500, 850)]
+    ours = balance.relative_imbalance(state)
+    assert float(ours["geostrophic"]) < 2e-3
+    assert float(ours["hydrostatic"]) < 1e-12
+    perturbed = state.clone()
+    perturbed[:, LABELS.index("u500")] = perturbed[:, LABELS.index("u500")].roll(7, -1)
+    perturbed[:, LABELS.index("t500")] += 2.0
+    theirs = balance.relative_imbalance(perturbed)
+    assert float(theirs["geostrophic"]) > 100 * float(ours["geostrophic"])
+    assert float(theirs["hydrostatic"]) > 1e-3
+
+
+def test_a_balanced_sample_scores_one_against_a_balanced_truth_and_a_shuffled_one_lower():
+    truth, lat = _balanced_state()
+    balance = Balance(LABELS, lat)
+    shuffled = truth.clone()
+    for c in ("u500", "v500", "u850", "v850"):
+        shuffled[:, LABELS.index(c)] = shuffled[:, LABELS.index(c)].roll(11, -1)
+    scores = rewards.balance_rewards(balance, torch.cat([truth, shuffled]), truth)
+    assert float(scores["geostrophic"][0]) == pytest.approx(1.0, abs=1e-9)
+    assert float(scores["geostrophic"][1]) < 0.5
+    assert float(balance_score(torch.tensor(0.3), torch.tensor(0.3))) == 1.0
+
+
+def test_a_perfect_sample_wins_every_bradley_terry_comparison():
+    errors = torch.rand(8, 5, generator=torch.Generator().manual_seed(0)) + 0.1
+    errors[3] = 0.0
+    reward = rewards.bradley_terry(errors)
+    assert int(reward.argmax()) == 3
+    wins = torch.sigmoid(errors[None] - errors[:, None])[3]  # sample 3 against every other, per channel
+    assert bool((wins[torch.arange(8) != 3] > 0.5).all())
+    assert float(rewards.bradley_terry(torch.ones(4, 2)).sum()) == pytest.approx(2.0)  # ties: ½ each
+
+
+def test_pairs_take_the_top_and_bottom_decile_of_every_reward_or_the_rank_sum():
+    g = torch.Generator().manual_seed(1)
+    scores = torch.rand(30, 3, generator=g)
+    scores[4], scores[9] = 2.0, -1.0  # best and worst on every reward
+    pairs = rewards.select_pairs(scores, decile=0.1)
+    assert pairs == [(4, 9)]
+    # Nobody is in every reward's top three: winners by rank sum instead.
+    crossed = torch.stack([torch.arange(30.0), torch.arange(30.0).flip(0), torch.arange(30.0) % 7], dim=1)
+    winners = {w for w, _ in rewards.select_pairs(crossed, decile=0.1)}
+    ranks = crossed.argsort(0).argsort(0).sum(1)
+    assert winners == set(ranks.argsort(descending=True)[:3].tolist())
+    assert len(rewards.physics_pairs(torch.arange(10.0), count=2)) == 4
+
+
+def _toy_pairs(seed=0, n=16) -> PreferencePairs:
+    g = torch.Generator().manual_seed(seed)
+    shape = (n, 2, 4, 8)
+    return PreferencePairs(
+        torch.randn(shape, generator=g),
+        torch.randn(shape, generator=g),
+        torch.randn(shape, generator=g),
+        torch.full((n,), 6.0),
+    )
+
+
+def _toy_denoiser() -> Denoiser:
+    torch.manual_seed(0)
+    model = Denoiser(2, np.linspace(-60, 60, 4), width=8, depth=1, blocks=1, embedding=8)
+    for p in model.parameters():  # FiLM starts at zero; give every weight a say
+        torch.nn.init.normal_(p, std=0.1)
+    return model
+
+
+def test_the_dpo_loss_at_the_reference_is_log_two_with_no_gradient_for_identical_pairs():
+    def gradient(pairs):
+        model, reference = _toy_denoiser(), _toy_denoiser()
+        loss, stats = dpo_loss(
+            model, reference, model.schedule, pairs, 8000.0, torch.Generator().manual_seed(0)
+        )
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        return float(loss.detach()), stats, float(grads.abs().max())
+
+    pairs = _toy_pairs()
+    loss, stats, distinct = gradient(pairs)
+    assert loss == pytest.approx(math.log(2)) and stats["drift"] == 0.0
+    loss, _, same = gradient(PreferencePairs(pairs.winner, pairs.winner, pairs.background, pairs.lead_hours))
+    assert loss == pytest.approx(math.log(2))
+    assert same < 1e-6 * distinct  # round-off of the batched forward only
+
+
+def test_one_dpo_step_prefers_the_winner():
+    model, reference, pairs = _toy_denoiser(), _toy_denoiser(), _toy_pairs()
+    config = AlignmentTraining(beta=50.0, steps=20, batch_size=16, lr=1e-3, log_every=20)
+    history = align_prior(model, reference, model.schedule, pairs, pairs, config, progress=False)
+    assert history.records[-1]["valid_accuracy"] > 0.7
+    assert history.records[-1]["valid_loss"] < math.log(2)
+
+
+def test_observations_land_in_their_nearest_cells():
+    lat, lon = np.array([-30.0, 0.0, 30.0]), np.arange(4) * 90.0
+    op = PointObservationOperator(
+        np.array([0, 1, 1]), np.array([29.0, -31.0, -29.0]), np.array([359.0, 91.0, 89.0]), lat, lon
+    )
+    obs = Observations(torch.tensor([1.0, 2.0, 4.0]), torch.ones(3), op)
+    values, mask = observations_on_grid(obs, lat, lon, 2)
+    assert float(values[0, 2, 0]) == 1.0 and float(values[1, 0, 1]) == 3.0  # two in one cell: their mean
+    assert float(mask.sum()) == 2.0
