@@ -72,10 +72,8 @@ class AlignmentConfig(Strict):
 
 
 def _starts(count: int, first: int, last: int, offset: int) -> list[int]:
-    """`count` analysis indices spread evenly over [first, last]."""
-    return [
-        int(i) for i in np.linspace(first, last, count).round().astype(int) + offset if i + offset <= last
-    ]
+    """`count` analysis indices spread evenly over [first + offset, last]."""
+    return [int(i) for i in np.linspace(first + offset, last, count).round()]
 
 
 class _Scorer:

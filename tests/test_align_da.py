@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 
 from cycler_da.core.balance import EARTH_RADIUS_M, OMEGA, R_DRY, Balance, balance_score, latitude_derivative
 from cycler_da.core.contract import Observations
@@ -153,3 +155,137 @@ def test_observations_land_in_their_nearest_cells():
     values, mask = observations_on_grid(obs, lat, lon, 2)
     assert float(values[0, 2, 0]) == 1.0 and float(values[1, 0, 1]) == 3.0  # two in one cell: their mean
     assert float(mask.sum()) == 2.0
+
+
+@pytest.fixture(scope="module")
+def aligned(tiny_checkpoint, tiny_score_models, tmp_path_factory):
+    """Preference data from the tiny prior, and the prior aligned on its multi-reward pairs."""
+    from cycler_da.config import parse_config
+    from cycler_da.train_align import (
+        AlignmentConfig,
+        PreferenceDataConfig,
+        make_preference_data,
+        train_alignment,
+    )
+
+    vae, prior = tiny_score_models
+    root = tmp_path_factory.mktemp("align")
+    data = {
+        "nature": {"compiled": False},
+        "train": ["2018-02-01", "2018-02-20T18"],
+        "valid": ["2018-02-21", "2018-02-28T18"],
+    }
+    config = parse_config(
+        {
+            "data": data,
+            "vae": str(vae),
+            "prior": str(prior),
+            "forecast_checkpoint": str(tiny_checkpoint),
+            "backgrounds": 4,
+            "valid_backgrounds": 2,
+            "samples": 10,
+            "steps": 2,
+            "forecast_hours": 12,
+            "hydrostatic": True,
+        },
+        PreferenceDataConfig,
+    )
+    summary = make_preference_data(config, root / "pairs.nc", progress=False)
+    align = parse_config(
+        {
+            "pairs": str(root / "pairs.nc"),
+            "prior": str(prior),
+            "training": {"steps": 4, "batch_size": 4, "log_every": 2},
+        },
+        AlignmentConfig,
+    )
+    manifest = train_alignment(align, root / "aligned.pt", progress=False)
+    return root, summary, manifest, config
+
+
+def test_preference_data_holds_rewards_and_deduplicated_pairs_of_both_sets(aligned):
+    root, summary, _, _ = aligned
+    with xr.open_dataset(root / "pairs.nc") as ds:
+        assert ds["rewards"].shape == (6, 10, 4)
+        assert list(ds["reward"].values) == list(rewards.REWARDS)
+        assert list(ds["lead_hours"].values) == [48, 48, 6, 6, 48, 6]
+        assert set(ds["split"].values) == {"train", "valid"}
+        assert ds.attrs["multi_rewards"] == "accuracy,forecast,geostrophic,hydrostatic"
+        for name in ("multi", "physics"):
+            pairs = ds[f"pairs_{name}"].values
+            assert len(pairs) == summary[name] > 0
+            assert len({tuple(p) for p in pairs}) == len(pairs)
+            # winner and loser come from one background, and the winner is the better by every reward's rank sum
+            background = ds["kept_background"].values
+            assert (background[pairs[:, 0]] == background[pairs[:, 1]]).all()
+        physics = ds["pairs_physics"].values
+        geo = ds["rewards"].sel(reward="geostrophic").values
+        b, sample = ds["kept_background"].values, ds["kept_sample"].values
+        assert (
+            geo[b[physics[:, 0]], sample[physics[:, 0]]] >= geo[b[physics[:, 1]], sample[physics[:, 1]]]
+        ).all()
+        assert bool(((ds["rewards"] >= 0) & (ds["rewards"] <= 1)).all())
+
+
+def test_the_aligned_prior_names_its_reference_and_pairs(aligned, tiny_score_models):
+    from forecast_models.checkpoint import file_hash
+
+    root, _, manifest, _ = aligned
+    _, prior = tiny_score_models
+    a = manifest["alignment"]
+    assert a["reference_prior_sha256"] == file_hash(prior)
+    assert a["pair_file_sha256"] == file_hash(root / "pairs.nc")
+    assert a["rewards"] == ["accuracy", "forecast", "geostrophic", "hydrostatic"]
+    assert len(a["history"]) == 2 and "valid_accuracy" in a["history"][-1]
+
+
+@pytest.mark.parametrize("guidance", ["dps", "lo-sda", "repaint", "none"])
+def test_align_da_runs_every_guidance_for_a_window(aligned, tiny_score_models, guidance):
+    from test_score_da import LABELS as STATE_LABELS
+    from test_score_da import _context, _observations
+
+    from score_da.align_da import AlignDAParams, build
+
+    root, *_ = aligned
+    vae, _ = tiny_score_models
+    context, grid = _context(vae)
+    params = AlignDAParams(
+        vae=str(vae), prior=str(root / "aligned.pt"), guidance=guidance, steps=4, polish_steps=2
+    )
+    method = build(context, params)
+    g = torch.Generator().manual_seed(3)
+    truth = torch.randn(1, len(STATE_LABELS), *grid.shape, generator=g)
+    background = truth + 0.3 * torch.randn(1, len(STATE_LABELS), *grid.shape, generator=g)
+    obs = _observations(grid, truth)
+    a = method.analyse(background, obs, generator=torch.Generator().manual_seed(0))
+    assert a.state.shape == background.shape and torch.isfinite(a.state).all()
+    assert method.name == f"align-da ({guidance})"
+    if guidance != "none":
+        misfit = lambda x: float(((obs.values - obs.operator(x.double())[0]) / obs.error_std).square().mean())  # noqa: E731
+        free = build(context, dataclasses.replace(params, guidance="none")).analyse(
+            background, obs, generator=torch.Generator().manual_seed(0)
+        )
+        assert misfit(a.state) < misfit(free.state)
+
+
+def test_a_prior_for_another_autoencoder_or_channel_set_is_refused(aligned, tiny_score_models, tmp_path):
+    from test_score_da import _context
+
+    from cycler_da.core import MethodContext
+    from forecast_models.checkpoint import CheckpointError
+    from score_da import checkpoint
+    from score_da.align_da import AlignDAParams, build
+
+    root, *_ = aligned
+    vae, _ = tiny_score_models
+    context, _ = _context(vae)
+    manifest, state = checkpoint.read(root / "aligned.pt", "prior")
+    other = tmp_path / "other.pt"
+    from forecast_models.checkpoint import write_payload
+
+    write_payload(other, checkpoint.FORMAT, {**manifest, "vae_sha256": "0" * 64}, state)
+    with pytest.raises(CheckpointError, match="trained on the latents of another autoencoder"):
+        build(context, AlignDAParams(vae=str(vae), prior=str(other)))
+    fewer = MethodContext(context.channels[:3], context.latitudes, context.longitudes)
+    with pytest.raises(CheckpointError, match="trained on channels"):
+        build(fewer, AlignDAParams(vae=str(vae), prior=str(root / "aligned.pt")))
