@@ -55,3 +55,12 @@ def test_shipped_prior_training_config_is_valid(name):
 
     config = load_config(CONFIGS / name, PriorTrainingConfig)
     assert ("anomaly" in str(config.vae)) == ("anomaly" in name)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("align*.yaml")))
+def test_shipped_align_configs_are_valid(name):
+    from cycler_da.train_align import AlignmentConfig, PreferenceDataConfig
+
+    config = load_config(CONFIGS / name, PreferenceDataConfig if "data" in name else AlignmentConfig)
+    if "data" not in name:
+        assert config.pair_set == ("physics" if "physics" in name else "multi")
