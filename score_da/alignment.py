@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from score_da.networks import Denoiser
 from score_da.schedule import VPSchedule
-from score_da.training import History, _resume, _save, lead_code, random_shift
+from score_da.training import History, lead_code, random_shift, resume_state, save_state
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ def align_prior(
     reference.eval()
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     history, done = History(), 0
-    saved = _resume(state_path, config.as_dict())
+    saved = resume_state(state_path, config.as_dict())
     if saved is not None:
         model.load_state_dict(saved["network"])
         optimiser.load_state_dict(saved["optimiser"])
@@ -190,7 +190,7 @@ def align_prior(
                     f"{record['train_accuracy']:.2f} (valid {held_out['accuracy']:.2f}), ε-MSE drift "
                     f"{record['train_drift']:+.2e} [{record['seconds']:.0f} s]"
                 )
-            _save(
+            save_state(
                 state_path,
                 network=model.state_dict(),
                 optimiser=optimiser.state_dict(),

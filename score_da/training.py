@@ -123,7 +123,8 @@ def reconstruction_rmse(space: LatentSpace, series: Tensor, weights: Tensor, bat
     return (total / series.shape[0]).sqrt()
 
 
-def _save(path: Path | None, **state) -> None:
+def save_state(path: Path | None, **state) -> None:
+    """Writes a resumable training state atomically (nothing when `path` is None)."""
     if path is None:
         return
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -131,7 +132,8 @@ def _save(path: Path | None, **state) -> None:
     os.replace(tmp, path)
 
 
-def _resume(path: Path | None, config: dict) -> dict | None:
+def resume_state(path: Path | None, config: dict) -> dict | None:
+    """The saved training state at `path`, if any; refuses one made with other settings."""
     if path is None or not path.exists():
         return None
     saved = torch.load(path, map_location="cpu", weights_only=False)
@@ -160,7 +162,7 @@ def train_autoencoder(
     optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     loss_weights = config.area_weight_mix * weights + (1 - config.area_weight_mix)
     history = History()
-    saved = _resume(state_path, config.as_dict())
+    saved = resume_state(state_path, config.as_dict())
     if saved is not None:
         net.load_state_dict(saved["network"])
         optimiser.load_state_dict(saved["optimiser"])
@@ -216,7 +218,7 @@ def train_autoencoder(
                 f"valid reconstruction RMSE (normalised, mean over channels) "
                 f"{record['valid_rmse_mean']:.4f} [{record['seconds']:.0f} s]"
             )
-        _save(
+        save_state(
             state_path,
             network=net.state_dict(),
             optimiser=optimiser.state_dict(),
@@ -339,7 +341,7 @@ def train_prior(
     optimiser = torch.optim.AdamW(denoiser.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     history = History()
     done = 0
-    saved = _resume(state_path, config.as_dict())
+    saved = resume_state(state_path, config.as_dict())
     if saved is not None:
         denoiser.load_state_dict(saved["network"])
         ema.load_state_dict(saved["ema"])
@@ -382,7 +384,7 @@ def train_prior(
                     f"prior step {step + 1}/{config.steps}: train ε-loss {record['train_loss']:.4f}, "
                     f"valid ε-loss (EMA) {record['valid_loss_ema']:.4f} [{record['seconds']:.0f} s]"
                 )
-            _save(
+            save_state(
                 state_path,
                 network=denoiser.state_dict(),
                 ema=ema.state_dict(),
