@@ -20,16 +20,22 @@ from score_da.schedule import VPSchedule
 
 FORMAT = "cycler-score-checkpoint/1"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-# Shipped checkpoints by name: "default", and "anomaly" (the autoencoder of states' departures
-# from the zonal-time mean, configs/vae_t21_anomaly.yaml, and its prior).
+# Shipped checkpoints by name: "default", "anomaly" (the autoencoder of states' departures
+# from the zonal-time mean, configs/vae_t21_anomaly.yaml, and its prior), and the default
+# prior aligned by Align-DA on its multi-reward ("aligned") and physics-only ("aligned-physics") pairs.
 SHIPPED = {
     "vae": {"default": WEIGHTS_DIR / "vae-T21.pt", "anomaly": WEIGHTS_DIR / "vae-T21-anomaly.pt"},
-    "prior": {"default": WEIGHTS_DIR / "prior-T21.pt", "anomaly": WEIGHTS_DIR / "prior-T21-anomaly.pt"},
+    "prior": {
+        "default": WEIGHTS_DIR / "prior-T21.pt",
+        "anomaly": WEIGHTS_DIR / "prior-T21-anomaly.pt",
+        "aligned": WEIGHTS_DIR / "prior-T21-aligned.pt",
+        "aligned-physics": WEIGHTS_DIR / "prior-T21-aligned-physics.pt",
+    },
 }
 
 
 def resolve(path: str | Path, kind: str) -> Path:
-    """The name of a shipped checkpoint of `kind` (``"default"``, ``"anomaly"``) → its file; anything else is a path."""
+    """The name of a shipped checkpoint of `kind` (``"default"``, ``"anomaly"``, ...) → its file; anything else is a path."""
     return SHIPPED[kind].get(str(path), Path(path))
 
 

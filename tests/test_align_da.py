@@ -289,3 +289,15 @@ def test_a_prior_for_another_autoencoder_or_channel_set_is_refused(aligned, tiny
     fewer = MethodContext(context.channels[:3], context.latitudes, context.longitudes)
     with pytest.raises(CheckpointError, match="trained on channels"):
         build(fewer, AlignDAParams(vae=str(vae), prior=str(root / "aligned.pt")))
+
+
+@pytest.mark.parametrize(("name", "pair_set"), [("aligned", "multi"), ("aligned-physics", "physics")])
+def test_the_shipped_aligned_priors_name_the_shipped_reference(name, pair_set):
+    from forecast_models.checkpoint import file_hash
+    from score_da import checkpoint
+
+    manifest, _ = checkpoint.read(checkpoint.resolve(name, "prior"), "prior")
+    alignment = manifest["alignment"]
+    assert alignment["reference_prior_sha256"] == file_hash(checkpoint.resolve("default", "prior"))
+    assert manifest["vae_sha256"] == file_hash(checkpoint.resolve("default", "vae"))
+    assert alignment["pair_set"] == pair_set and alignment["pairs"]["train"] > 1000

@@ -132,7 +132,7 @@ def _observations(grid, truth, fraction=0.05, sigma=0.1, seed=0):
 
 
 def test_score_methods_are_registered():
-    assert {"dps", "lo-sda", "latent-3dvar"} <= set(known_methods())
+    assert {"dps", "lo-sda", "latent-3dvar", "align-da"} <= set(known_methods())
 
 
 def test_latent_3dvar_with_a_linear_autoencoder_is_the_blue():
