@@ -11,7 +11,7 @@ from cycler_da import nature
 from cycler_da.config import ForecastDataConfig, ForecastTrainingConfig
 from cycler_da.core.channels import TIME
 from cycler_da.normalization import compute_stats
-from cycler_da.provenance import training_provenance
+from cycler_da.provenance import interrupted_state, training_provenance
 from cycler_da.state import Grid, to_tensor
 from forecast_models.checkpoint import file_hash
 
@@ -71,9 +71,7 @@ def train_forecast(
     from forecast_models.emulator import Emulator, build_network
     from forecast_models.training import Mirror, train, validate
 
-    state_path = out.with_name(out.name + ".train-state")
-    if state_path.exists() and not resume:
-        raise FileExistsError(f"{state_path} exists from an interrupted run: pass --resume, or delete it")
+    state_path = interrupted_state(out, resume)
     train_phys, valid_phys, stats, grid = load_series(config.data, progress)
     extra = [stats.normalise(x).to(device) for x in load_extra_training(config, progress)]
     train_series = stats.normalise(train_phys).to(device)

@@ -65,3 +65,11 @@ def training_provenance(command: str, device: str, wall_seconds: float) -> dict:
         "torch_version": torch.__version__,
         "wall_seconds": wall_seconds,
     }
+
+
+def interrupted_state(out: Path, resume: bool, suffix: str = ".train-state") -> Path:
+    """Where a training that writes `out` keeps its resumable state; refuses a leftover one unless resuming."""
+    path = out.with_name(out.name + suffix)
+    if path.exists() and not resume:
+        raise FileExistsError(f"{path} exists from an interrupted run: pass --resume, or delete it")
+    return path

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from cycler_da.config import ForecastDataConfig, Strict
 from cycler_da.core.balance import Balance
-from cycler_da.provenance import training_provenance
+from cycler_da.provenance import interrupted_state, training_provenance
 from forecast_models.checkpoint import file_hash
 from score_da import checkpoint, rewards
 from score_da.alignment import AlignmentTraining, PreferencePairs, align_prior
@@ -187,9 +187,7 @@ def make_preference_data(
     command: str = "",
 ) -> dict:
     """Samples, scores and pairs; writes `out` (NetCDF); returns its summary. Resumable per background."""
-    partial = out.with_name(out.name + ".partial")
-    if partial.exists() and not resume:
-        raise FileExistsError(f"{partial} exists from an interrupted run: pass --resume, or delete it")
+    partial = interrupted_state(out, resume, ".partial")
     scorer = _Scorer(config, device, progress)
     steps_f = config.forecast_hours // 6
     plan = []
@@ -303,9 +301,7 @@ def train_alignment(
     command: str = "",
 ) -> dict:
     """Fine-tunes the reference prior on one pair set of `config.pairs`; writes `out`; returns its manifest."""
-    state_path = out.with_name(out.name + ".train-state")
-    if state_path.exists() and not resume:
-        raise FileExistsError(f"{state_path} exists from an interrupted run: pass --resume, or delete it")
+    state_path = interrupted_state(out, resume)
     pairs_path = Path(config.pairs)
     if not pairs_path.exists():
         raise FileNotFoundError(f"pairs {pairs_path} not found: make it with cycler train align-data")

@@ -14,7 +14,7 @@ import torch
 from pydantic import Field
 
 from cycler_da.config import ForecastDataConfig, Strict
-from cycler_da.provenance import training_provenance
+from cycler_da.provenance import interrupted_state, training_provenance
 from forecast_models.checkpoint import file_hash
 from score_da import checkpoint
 from score_da.checkpoint import load_latent_space
@@ -99,9 +99,7 @@ def train_vae(
     command: str = "",
 ) -> dict:
     """Trains the autoencoder on the truth's training years; writes `out`; returns its manifest."""
-    state_path = out.with_name(out.name + ".train-state")
-    if state_path.exists() and not resume:
-        raise FileExistsError(f"{state_path} exists from an interrupted run: pass --resume, or delete it")
+    state_path = interrupted_state(out, resume)
     train, valid, stats, grid, weights = _series(config.data, device, progress)
     torch.manual_seed(config.training.seed)
     space = LatentSpace.build(config.model, config.data.channels, grid.latitudes).to(device)
@@ -145,9 +143,7 @@ def train_prior_model(
     """Makes the pairs, trains the conditional prior, writes `out`; returns its manifest."""
     from forecast_models.checkpoint import check_compatible, load_checkpoint, resolve_checkpoint
 
-    state_path = out.with_name(out.name + ".train-state")
-    if state_path.exists() and not resume:
-        raise FileExistsError(f"{state_path} exists from an interrupted run: pass --resume, or delete it")
+    state_path = interrupted_state(out, resume)
     if any(h <= 0 or h % 6 for h in config.pairs.leads_hours):
         raise ValueError(f"pairs.leads_hours must be positive multiples of 6; got {config.pairs.leads_hours}")
     train, valid, stats, grid, _ = _series(config.data, device, progress)

@@ -272,3 +272,17 @@ def test_a_truth_too_short_for_the_run_is_refused_before_any_work(
         run_cycle(config, progress=False)
     assert re.fullmatch(message, str(caught.value)), str(caught.value)
     assert not any((tmp_path / "runs").glob("*/analysis/*.nc"))
+
+
+def test_a_leftover_training_state_is_refused_unless_resuming(tmp_path):
+    from cycler_da.provenance import interrupted_state
+
+    out = tmp_path / "prior.pt"
+    assert interrupted_state(out, resume=False) == tmp_path / "prior.pt.train-state"
+    (tmp_path / "prior.pt.train-state").write_bytes(b"")
+    with pytest.raises(FileExistsError) as caught:
+        interrupted_state(out, resume=False)
+    assert str(caught.value) == (
+        f"{tmp_path / 'prior.pt.train-state'} exists from an interrupted run: pass --resume, or delete it"
+    )
+    assert interrupted_state(out, resume=True) == tmp_path / "prior.pt.train-state"
