@@ -12,6 +12,7 @@ physics-only -P), every reward and the paired latents go to one NetCDF file.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -24,12 +25,14 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from cycler_da.config import ForecastDataConfig, Strict
+from cycler_da.core import MethodContext
 from cycler_da.core.balance import Balance
 from cycler_da.provenance import interrupted_state, training_provenance
 from forecast_models.checkpoint import file_hash
 from score_da import checkpoint, rewards
 from score_da.alignment import AlignmentTraining, PreferencePairs, align_prior
 from score_da.dps import DPS, DPSParams
+from score_da.sampling import load_diffusion
 
 PAIR_SETS = ("multi", "physics")
 
@@ -91,19 +94,26 @@ class _Scorer:
         }
         self.vae_path = checkpoint.resolve(config.vae, "vae")
         self.prior_path = checkpoint.resolve(config.prior, "prior")
-        self.space, vae_manifest = checkpoint.load_latent_space(self.vae_path, device)
-        denoiser, schedule, prior_manifest = checkpoint.load_prior(self.prior_path, device)
-        if prior_manifest["vae_sha256"] != file_hash(self.vae_path):
-            raise ValueError(
-                f"prior {self.prior_path} was trained on another autoencoder than {self.vae_path}"
-            )
+        labels = list(config.data.channels)
+        context = MethodContext(
+            channels=tuple(labels),
+            latitudes=grid.latitudes,
+            longitudes=grid.longitudes,
+            device=device,
+            normalisation=self.stats,
+        )
+        self.space, denoiser, schedule = load_diffusion(context, config.vae, config.prior)
         self.fc_path = resolve_checkpoint(config.forecast_checkpoint)
         self.emulator, fc_manifest = load_checkpoint(self.fc_path, device)
-        labels = list(config.data.channels)
-        for name, manifest in (("vae", vae_manifest), ("prior", prior_manifest), ("forecast", fc_manifest)):
-            check_compatible(
-                manifest, labels, grid.latitudes, grid.longitudes, self.stats.mean, self.stats.std, name=name
-            )
+        check_compatible(
+            fc_manifest,
+            labels,
+            grid.latitudes,
+            grid.longitudes,
+            self.stats.mean,
+            self.stats.std,
+            name="forecast",
+        )
         self.weights = torch.as_tensor(grid.area_weights(), dtype=torch.float32, device=device)
         self.balance = Balance(labels, grid.latitudes)
         self.perturb = analysis_like_sampler(
@@ -151,9 +161,7 @@ class _Scorer:
         z = sampler.sample_latent(z_b, None, draw, generator)  # scale 0: observations never read
         x = sampler.decode(z, draw)
         truth = self.series[split]
-        state, previous = x, x_prev + (x - x_b)
-        for _ in range(c.forecast_hours // 6):
-            previous, state = state, self.emulator.step(state, previous)
+        forecast = self.emulator.rollout(x, c.forecast_hours // 6, x_prev + (x - x_b))[-1]
         later = truth[index + c.forecast_hours // 6]
         physical = self.stats.denormalise(x)
         balance = rewards.balance_rewards(
@@ -162,7 +170,7 @@ class _Scorer:
         scores = torch.stack(
             [
                 rewards.bradley_terry(rewards.area_rmse(x, truth[index], self.weights)),
-                rewards.bradley_terry(rewards.area_rmse(state, later, self.weights)),
+                rewards.bradley_terry(rewards.area_rmse(forecast, later, self.weights)),
                 balance["geostrophic"],
                 balance["hydrostatic"],
             ],
@@ -281,8 +289,8 @@ def _write_pairs(
 def _pair_set(ds: xr.Dataset, name: str, split: str, device: str) -> PreferencePairs:
     pairs = ds[f"pairs_{name}"].values
     background = ds["kept_background"].values[pairs[:, 0]]
-    pairs = pairs[ds["split"].values[background] == split]
-    background = ds["kept_background"].values[pairs[:, 0]]
+    chosen = ds["split"].values[background] == split
+    pairs, background = pairs[chosen], background[chosen]
     latent = torch.as_tensor(ds["kept_latent"].values, device=device)
     return PreferencePairs(
         latent[pairs[:, 0]],
@@ -314,7 +322,7 @@ def train_alignment(
     if len(train) == 0 or len(valid) == 0:
         raise ValueError(f"pairs {pairs_path} hold no {config.pair_set!r} pairs for training or validation")
     reference, schedule, manifest = checkpoint.load_prior(prior_path, device)
-    model, _, _ = checkpoint.load_prior(prior_path, device)
+    model = copy.deepcopy(reference)
     history = align_prior(model, reference, schedule, train, valid, config.training, state_path, progress)
     rewards_used = ds.attrs["multi_rewards"] if config.pair_set == "multi" else "geostrophic"
     manifest = {
