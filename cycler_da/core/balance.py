@@ -101,12 +101,18 @@ class Balance:
             out.append(torch.stack([u - u_g, v - v_g], dim=-3) * mask[:, None])
         return torch.stack(out, dim=-4)
 
+    def thickness(self, state: Tensor) -> Tensor:
+        """Φ_top − Φ_bottom of each layer in m²/s², ``(..., layer, lat, lon)``."""
+        z = {p: state[..., self.index[("z", p)], :, :] for layer in self.hydrostatic_layers for p in layer}
+        return torch.stack([z[top] - z[bottom] for top, bottom in self.hydrostatic_layers], dim=-3)
+
     def hydrostatic(self, state: Tensor) -> Tensor:
         """Thickness minus R_d T̄ ln(p_bottom/p_top) in m²/s², ``(..., layer, lat, lon)``."""
         index = self.index
         out = []
-        for top, bottom in self.hydrostatic_layers:
-            thickness = state[..., index[("z", top)], :, :] - state[..., index[("z", bottom)], :, :]
+        for thickness, (top, bottom) in zip(
+            self.thickness(state).unbind(-3), self.hydrostatic_layers, strict=True
+        ):
             mean_t = 0.5 * (state[..., index[("t", top)], :, :] + state[..., index[("t", bottom)], :, :])
             out.append(thickness - R_DRY * mean_t * float(np.log(bottom / top)))
         return torch.stack(out, dim=-3)
@@ -137,14 +143,7 @@ class Balance:
         if self.hydrostatic_layers:
             weights = cos_phi[:, None]
             residual = self._area_rms(self.hydrostatic(state), weights)
-            thickness = torch.stack(
-                [
-                    state[..., index[("z", top)], :, :] - state[..., index[("z", bottom)], :, :]
-                    for top, bottom in self.hydrostatic_layers
-                ],
-                dim=-3,
-            )
-            result["hydrostatic"] = (residual / self._area_rms(thickness, weights)).mean(-1)
+            result["hydrostatic"] = (residual / self._area_rms(self.thickness(state), weights)).mean(-1)
         return result
 
 
