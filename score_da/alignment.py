@@ -182,14 +182,14 @@ def align_prior(
                 **{f"valid_{key}": value for key, value in held_out.items()},
                 "seconds": time.perf_counter() - began,
             }
-            history.records.append(record)
-            history.wall_seconds += record["seconds"]
-            if progress:
-                tqdm.write(
-                    f"align step {step + 1}/{config.steps}: loss {record['train_loss']:.4f}, implicit accuracy "
-                    f"{record['train_accuracy']:.2f} (valid {held_out['accuracy']:.2f}), ε-MSE drift "
-                    f"{record['train_drift']:+.2e} [{record['seconds']:.0f} s]"
-                )
+            history.add(
+                record,
+                f"align step {step + 1}/{config.steps}: loss {record['train_loss']:.4f}, implicit accuracy "
+                f"{record['train_accuracy']:.2f} (valid {held_out['accuracy']:.2f}), ε-MSE drift "
+                f"{record['train_drift']:+.2e} [{record['seconds']:.0f} s]"
+                if progress
+                else None,
+            )
             save_state(
                 state_path,
                 network=model.state_dict(),

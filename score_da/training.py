@@ -91,8 +91,17 @@ class PriorTraining:
 
 @dataclass
 class History:
+    """Progress records of a training and the wall time they add up to (resumed with it)."""
+
     records: list[dict] = field(default_factory=list)
     wall_seconds: float = 0.0
+
+    def add(self, record: dict, line: str | None = None) -> None:
+        """Appends `record` (its ``seconds`` count towards the wall time) and prints `line`, if any."""
+        self.records.append(record)
+        self.wall_seconds += record["seconds"]
+        if line:
+            tqdm.write(line)
 
 
 def learning_rate(step: int, total: int, peak: float) -> float:
@@ -210,14 +219,14 @@ def train_autoencoder(
             "valid_rmse_mean": float(valid.mean()),
             "seconds": time.perf_counter() - began,
         }
-        history.records.append(record)
-        history.wall_seconds += record["seconds"]
-        if progress:
-            tqdm.write(
-                f"vae epoch {epoch + 1}/{config.epochs}: train MSE {record['train_mse']:.5f}, "
-                f"valid reconstruction RMSE (normalised, mean over channels) "
-                f"{record['valid_rmse_mean']:.4f} [{record['seconds']:.0f} s]"
-            )
+        history.add(
+            record,
+            f"vae epoch {epoch + 1}/{config.epochs}: train MSE {record['train_mse']:.5f}, "
+            f"valid reconstruction RMSE (normalised, mean over channels) "
+            f"{record['valid_rmse_mean']:.4f} [{record['seconds']:.0f} s]"
+            if progress
+            else None,
+        )
         save_state(
             state_path,
             network=net.state_dict(),
@@ -377,13 +386,13 @@ def train_prior(
                 "valid_loss_ema": validation_loss(ema, schedule, valid),
                 "seconds": time.perf_counter() - began,
             }
-            history.records.append(record)
-            history.wall_seconds += record["seconds"]
-            if progress:
-                tqdm.write(
-                    f"prior step {step + 1}/{config.steps}: train ε-loss {record['train_loss']:.4f}, "
-                    f"valid ε-loss (EMA) {record['valid_loss_ema']:.4f} [{record['seconds']:.0f} s]"
-                )
+            history.add(
+                record,
+                f"prior step {step + 1}/{config.steps}: train ε-loss {record['train_loss']:.4f}, "
+                f"valid ε-loss (EMA) {record['valid_loss_ema']:.4f} [{record['seconds']:.0f} s]"
+                if progress
+                else None,
+            )
             save_state(
                 state_path,
                 network=denoiser.state_dict(),
