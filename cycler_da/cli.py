@@ -263,8 +263,10 @@ def train_forecast(
         typer.echo(f"{ch:8} {rmse:10.4g} {pers:12.4g} {rmse / pers:6.2f}")
 
 
-def _train(kind: str, config, device, steps_override, out, resume, threads, overwrite) -> dict:
-    """Shared body of ``cycler train forecast|vae|prior``: config, checks, provenance, errors."""
+def _train(kind: str, config, device, steps_override, out, resume, threads, overwrite, **options) -> dict:
+    """Shared body of ``cycler train ...``: config, checks, provenance, errors.
+
+    `options` are further config keys the command line overrides (None: not given)."""
     from cycler_da import train_align
     from cycler_da import train_score as score_train
     from cycler_da.config import ConfigError, ForecastTrainingConfig, dump_config, load_config
@@ -287,8 +289,9 @@ def _train(kind: str, config, device, steps_override, out, resume, threads, over
         ),
         "align": (train_align.AlignmentConfig, train_align.train_alignment, "training.steps", "--steps"),
     }[kind]
+    overrides = {k: v for k, v in {key: steps_override, **options}.items() if v is not None}
     try:
-        cfg = load_config(config, model, {key: steps_override} if steps_override is not None else {})
+        cfg = load_config(config, model, overrides)
     except ConfigError as err:
         _fail(str(err))
     if out.exists() and not (overwrite or resume):
@@ -301,6 +304,7 @@ def _train(kind: str, config, device, steps_override, out, resume, threads, over
     n = set_threads(threads)
     typer.echo(f"# resolved config ({n} thread(s), device {device})\n{dump_config(cfg)}")
     given = {"--config": config, "--device": device, flag: steps_override, "--out": out, "--threads": threads}
+    given |= {f"--{k}": v for k, v in options.items()}
     command = " ".join([f"cycler train {kind}", *(f"{k} {v}" for k, v in given.items() if v is not None)])
     try:
         return run_training(cfg, out, device, resume, command=command + (" --resume" if resume else ""))
@@ -349,17 +353,26 @@ def train_prior(
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last save.")] = False,
     threads: Annotated[int | None, typer.Option(min=1, help="torch threads (default: all cores).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+    space: Annotated[
+        str | None,
+        typer.Option(
+            help="latent (the autoencoder's, default) or state (the grid itself); overrides the config."
+        ),
+    ] = None,
 ) -> None:
-    """Train the background-conditioned latent diffusion prior p(z | z_b, lead).
+    """Train the background-conditioned diffusion prior p(z | z_b, lead).
 
     Pairs: the forecast model's 6/12/24/48-h forecasts over the training years, started from
     the truth and from truth + analysis-like perturbations, encoded with the autoencoder
-    (config key vae, default the shipped one). VP cosine schedule, epsilon-prediction; the
-    EMA weights are written to OUT.
+    (config key vae, default the shipped one) or, with --space state, left on the grid as
+    normalised states (no autoencoder, so no reconstruction floor; 4x the pixels). VP cosine
+    schedule, epsilon-prediction; the EMA weights are written to OUT. dps, lo-sda and
+    align-da take either kind by path (prior: PATH).
 
     Example: cycler train prior --steps 20000 --out prior.pt
+             cycler train prior --config configs/prior_t21_state.yaml --out prior-state.pt
     """
-    manifest = _train("prior", config, device, steps, out, resume, threads, overwrite)
+    manifest = _train("prior", config, device, steps, out, resume, threads, overwrite, space=space)
     typer.echo(
         f"wrote {out} ({manifest['parameters']:,} parameters, {manifest['pairs']['train']:,} pairs, "
         f"{manifest['training']['wall_seconds']:.0f} s training); "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -18,7 +19,7 @@ from cycler_da.provenance import interrupted_state, training_provenance
 from forecast_models.checkpoint import file_hash
 from score_da import checkpoint
 from score_da.checkpoint import load_latent_space
-from score_da.latent import AutoencoderConfig, LatentSpace
+from score_da.latent import AutoencoderConfig, LatentSpace, StateSpace
 from score_da.networks import Denoiser, coarsen_latitudes
 from score_da.training import (
     LEADS_HOURS,
@@ -72,9 +73,14 @@ class PairsConfig(Strict):
 
 
 class PriorTrainingConfig(Strict):
-    """``cycler train prior``: data, the autoencoder and forecast model it builds on, model, optimisation."""
+    """``cycler train prior``: data, the space it samples, the forecast model, model, optimisation.
+
+    space: "latent" (the autoencoder `vae`'s standardised latents, 2x coarser than the grid) or
+        "state" (the normalised state on the grid itself; `vae` is then unused).
+    """
 
     data: ForecastDataConfig = ForecastDataConfig()
+    space: Literal["latent", "state"] = "latent"
     vae: str = "default"
     forecast_checkpoint: str = "default"
     pairs: PairsConfig = PairsConfig()
@@ -147,15 +153,19 @@ def train_prior_model(
     if any(h <= 0 or h % 6 for h in config.pairs.leads_hours):
         raise ValueError(f"pairs.leads_hours must be positive multiples of 6; got {config.pairs.leads_hours}")
     train, valid, stats, grid, _ = _series(config.data, device, progress)
-    vae_path = checkpoint.resolve(config.vae, "vae")
-    space, vae_manifest = load_latent_space(vae_path, device)
     fc_path = resolve_checkpoint(config.forecast_checkpoint)
     emulator, fc_manifest = load_checkpoint(fc_path, device)
     labels = list(config.data.channels)
-    for name, manifest in (
-        (f"vae {vae_path}", vae_manifest),
-        (f"forecast checkpoint {fc_path}", fc_manifest),
-    ):
+    built_on = [(f"forecast checkpoint {fc_path}", fc_manifest)]
+    if config.space == "state":
+        space, vae_path, latitudes = StateSpace(), None, grid.latitudes
+        latent = {"channels": len(labels), "shape": list(grid.shape)}
+    else:
+        vae_path = checkpoint.resolve(config.vae, "vae")
+        space, vae_manifest = load_latent_space(vae_path, device)
+        built_on.append((f"vae {vae_path}", vae_manifest))
+        latitudes, latent = coarsen_latitudes(grid.latitudes), vae_manifest["latent"]
+    for name, manifest in built_on:
         check_compatible(manifest, labels, grid.latitudes, grid.longitudes, stats.mean, stats.std, name=name)
     perturb = None
     if config.pairs.perturbed:
@@ -173,10 +183,9 @@ def train_prior_model(
         emulator, space, valid, leads, perturb, config.training.seed + 1, progress=progress
     )
     torch.manual_seed(config.training.seed)
-    latitudes = coarsen_latitudes(grid.latitudes)
     arch = config.model.as_dict()
-    denoiser = Denoiser(vae_manifest["latent"]["channels"], latitudes, **arch).to(device)
-    ema = Denoiser(vae_manifest["latent"]["channels"], latitudes, **arch).to(device)
+    denoiser = Denoiser(latent["channels"], latitudes, **arch).to(device)
+    ema = Denoiser(latent["channels"], latitudes, **arch).to(device)
     ema.load_state_dict(denoiser.state_dict())
     history = train_prior(
         denoiser, ema, denoiser.schedule, pairs, valid_pairs, config.training, state_path, progress
@@ -187,9 +196,10 @@ def train_prior_model(
         "channels": labels,
         "grid": grid.as_dict(),
         "normalisation": stats.as_dict(),
-        "latent": vae_manifest["latent"],
+        "space": config.space,
+        "latent": latent,
         "leads_hours": list(leads),
-        "vae_sha256": file_hash(vae_path),
+        "vae_sha256": file_hash(vae_path) if vae_path is not None else None,
         "forecast_checkpoint_sha256": file_hash(fc_path),
         "parameters": sum(p.numel() for p in ema.parameters()),
         "pairs": {"train": len(pairs), "valid": len(valid_pairs)},

@@ -74,10 +74,17 @@ def load_latent_space(path: str | Path = "default", device: str = "cpu") -> tupl
     return space.to(device), manifest
 
 
+def in_state_space(manifest: dict) -> bool:
+    """Whether a prior's manifest says it samples the state itself (not an autoencoder's latent)."""
+    return manifest.get("space", "latent") == "state"
+
+
 def load_prior(path: str | Path = "default", device: str = "cpu") -> tuple[Denoiser, VPSchedule, dict]:
     """The denoiser (EMA weights) and schedule of a ``prior`` checkpoint, in eval mode."""
     path = resolve(path, "prior")
     manifest, state = read(path, "prior")
-    latitudes = coarsen_latitudes(np.asarray(manifest["grid"]["latitudes"]))
+    latitudes = np.asarray(manifest["grid"]["latitudes"])
+    if not in_state_space(manifest):
+        latitudes = coarsen_latitudes(latitudes)
     denoiser = Denoiser(manifest["latent"]["channels"], latitudes, **manifest["architecture"])
     return load_into(denoiser, state, path).to(device), denoiser.schedule, manifest

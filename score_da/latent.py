@@ -53,6 +53,8 @@ class LatentSpace(nn.Module):
             :meth:`fit_anomalies` and kept in the checkpoint).
     """
 
+    identity = False
+
     def __init__(
         self,
         autoencoder: Autoencoder,
@@ -117,3 +119,21 @@ class LatentSpace(nn.Module):
         )
         self.latent_mean.copy_(z.mean(dim=(0, 2, 3))[:, None, None])
         self.latent_std.copy_(z.std(dim=(0, 2, 3))[:, None, None])
+
+
+class StateSpace(nn.Module):
+    """The normalised state itself as the space of a prior: encode and decode are the identity.
+
+    A prior trained in this space (``cycler train prior --space state``) lets every latent
+    method sample on the grid directly, without the autoencoder's reconstruction floor; the
+    background's autoencoder residual and the B_r 3D-Var have nothing left to do there.
+    """
+
+    anomalies = False
+    identity = True
+
+    def encode(self, x: Tensor) -> Tensor:
+        return x
+
+    def decode(self, z: Tensor) -> Tensor:
+        return z

@@ -27,7 +27,7 @@ from torch import Tensor
 from cycler_da.core import Analysis, MethodContext, Observations
 from forecast_models.checkpoint import CheckpointError, check_compatible, file_hash
 from score_da import checkpoint
-from score_da.latent import LatentSpace
+from score_da.latent import LatentSpace, StateSpace
 from score_da.networks import Denoiser
 from score_da.residual import ResidualAnalysis
 from score_da.schedule import VPSchedule
@@ -110,24 +110,31 @@ def load_space(context: MethodContext, vae: str) -> LatentSpace:
     return space
 
 
-def load_diffusion(context: MethodContext, vae: str, prior: str) -> tuple[LatentSpace, Denoiser, VPSchedule]:
-    """The autoencoder and the prior trained on its latents, both checked against the run."""
-    vae_path, prior_path = checkpoint.resolve(vae, "vae"), checkpoint.resolve(prior, "prior")
-    space = load_space(context, vae)
+def load_diffusion(
+    context: MethodContext, vae: str, prior: str
+) -> tuple[LatentSpace | StateSpace, Denoiser, VPSchedule]:
+    """The prior and the space it samples, both checked against the run: the autoencoder `vae`
+    for a latent prior (which must have been trained on its latents), the state for a state prior."""
+    prior_path = checkpoint.resolve(prior, "prior")
     denoiser, schedule, manifest = checkpoint.load_prior(prior_path, context.device)
+    check_matches(context, f"prior {prior_path}", manifest)
+    if checkpoint.in_state_space(manifest):
+        return StateSpace(), denoiser, schedule
+    vae_path = checkpoint.resolve(vae, "vae")
+    space = load_space(context, vae)
     if manifest["vae_sha256"] != file_hash(vae_path):
         raise CheckpointError(
             f"prior {prior_path} was trained on the latents of another autoencoder than {vae_path}"
         )
-    check_matches(context, f"prior {prior_path}", manifest)
     return space, denoiser, schedule
 
 
 def residual_step(
-    context: MethodContext, space: LatentSpace, params: LatentParams
+    context: MethodContext, space: LatentSpace | StateSpace, params: LatentParams
 ) -> ResidualAnalysis | None:
-    """The B_r 3D-Var of what the autoencoder cannot represent, if the parameters ask for it."""
-    if not params.residual_analysis:
+    """The B_r 3D-Var of what the autoencoder cannot represent, if the parameters ask for it
+    (never in the state space, which represents everything)."""
+    if not params.residual_analysis or space.identity:
         return None
     samples = context.error_samples("residual_analysis")
     return ResidualAnalysis(
@@ -169,7 +176,9 @@ class LatentMethod:
 
     name = "latent method"
 
-    def __init__(self, space: LatentSpace, params: LatentParams, residual: ResidualAnalysis | None = None):
+    def __init__(
+        self, space: LatentSpace | StateSpace, params: LatentParams, residual: ResidualAnalysis | None = None
+    ):
         self.space, self.params, self.residual = space, params, residual
         self.samples = getattr(params, "samples", None) or 1
         for p in space.parameters() if space is not None else ():
@@ -180,7 +189,7 @@ class LatentMethod:
         x_b = background.float()
         z_b = self.space.encode(x_b)
         w = self.params.background_residual
-        offset = w * (x_b - self.space.decode(z_b)) if w > 0 else None
+        offset = w * (x_b - self.space.decode(z_b)) if w > 0 and not self.space.identity else None
         return z_b, Draw(x_b, offset)
 
     def decode(self, z: Tensor, draw: Draw) -> Tensor:
@@ -254,7 +263,7 @@ class LatentSampler(LatentMethod):
 
     def __init__(
         self,
-        space: LatentSpace,
+        space: LatentSpace | StateSpace,
         denoiser: Denoiser,
         schedule: VPSchedule,
         params: SamplerParams,

@@ -20,7 +20,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from forecast_models.training import correlated_perturbation
-from score_da.latent import LatentSpace
+from score_da.latent import LatentSpace, StateSpace
 from score_da.networks import Denoiser
 from score_da.schedule import VPSchedule
 
@@ -263,7 +263,7 @@ class Pairs:
 @torch.no_grad()
 def forecast_pairs(
     emulator,
-    space: LatentSpace,
+    space: LatentSpace | StateSpace,
     series: Tensor,
     leads: tuple[int, ...] = LEADS_HOURS,
     perturb: Callable[[int, torch.Generator], Tensor] | None = None,

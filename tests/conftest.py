@@ -124,3 +124,29 @@ def tiny_score_models(tiny_checkpoint, tmp_path_factory) -> tuple[Path, Path]:
     )
     prior = train_prior_model(prior_cfg, root / "prior.pt", progress=False) and root / "prior.pt"
     return vae, prior
+
+
+@pytest.fixture(scope="session")
+def tiny_state_prior(tiny_checkpoint, tmp_path_factory) -> Path:
+    """A 30-step prior on the grid itself (``space: state``) on February 2018."""
+    from cycler_da.config import parse_config
+    from cycler_da.train_score import PriorTrainingConfig, train_prior_model
+
+    cfg = parse_config(
+        {
+            "data": {
+                "nature": {"compiled": False},
+                "train": list(TRAIN),
+                "valid": ["2018-02-21", "2018-02-28T18"],
+            },
+            "space": "state",
+            "forecast_checkpoint": str(tiny_checkpoint),
+            "pairs": {"leads_hours": [6, 12], "perturbed": False},
+            "model": {"width": 8, "depth": 1, "blocks": 1, "embedding": 16},
+            "training": {"steps": 30, "batch_size": 8, "log_every": 15},
+        },
+        PriorTrainingConfig,
+    )
+    out = tmp_path_factory.mktemp("state-prior") / "prior-state.pt"
+    train_prior_model(cfg, out, progress=False)
+    return out
