@@ -150,3 +150,39 @@ def tiny_state_prior(tiny_checkpoint, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("state-prior") / "prior-state.pt"
     train_prior_model(cfg, out, progress=False)
     return out
+
+
+BALANCE_LABELS = ("z500", "z850", "t500", "t850", "u500", "v500", "u850", "v850")
+
+
+@pytest.fixture
+def balanced_state():
+    """(state, latitudes): an exactly hydrostatic state of BALANCE_LABELS whose winds are the
+    analytic geostrophic winds of its geopotential (a zonal jet plus a wavenumber-3 wave),
+    float64, (1, channel, lat, lon); its wind shear is the thermal wind of its temperature."""
+    import math
+
+    import numpy as np
+    import torch
+
+    from cycler_da.core.balance import EARTH_RADIUS_M, OMEGA, R_DRY
+    from cycler_da.regrid import gaussian_grid
+
+    nlat, nlon = 32, 64
+    lat, lon = gaussian_grid(nlat).latitudes, np.arange(nlon) * 360.0 / nlon
+    phi, lam = np.meshgrid(np.radians(lat), np.radians(lon), indexing="ij")
+    f = 2 * OMEGA * np.sin(phi)
+    fields = {}
+    for level, base, amp in ((500, 5.5e4, 2.0e3), (850, 1.4e4, 1.0e3)):
+        z = base - amp * np.sin(phi) ** 2 + 0.3 * amp * np.cos(phi) ** 2 * np.sin(phi) * np.cos(3 * lam)
+        dz_dphi = -2 * amp * np.sin(phi) * np.cos(phi) + 0.3 * amp * np.cos(3 * lam) * (
+            np.cos(phi) ** 3 - 2 * np.cos(phi) * np.sin(phi) ** 2
+        )
+        dz_dlam = -0.9 * amp * np.cos(phi) ** 2 * np.sin(phi) * np.sin(3 * lam)
+        fields[f"z{level}"] = z
+        fields[f"u{level}"] = -dz_dphi / (f * EARTH_RADIUS_M)
+        fields[f"v{level}"] = dz_dlam / (f * EARTH_RADIUS_M * np.cos(phi))
+    fields["t850"] = 280.0 - 30 * np.sin(phi) ** 2
+    fields["t500"] = 2 * (fields["z500"] - fields["z850"]) / (R_DRY * math.log(850 / 500)) - fields["t850"]
+    state = torch.as_tensor(np.stack([fields[c] for c in BALANCE_LABELS]))[None]
+    return state, lat

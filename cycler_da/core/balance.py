@@ -9,6 +9,9 @@ physical units ``(..., channel, lat, lon)``.
   masked within ``band`` degrees of the equator, where f → 0.
 * Hydrostatic imbalance between adjacent levels that have z and t:
   (Φ_top − Φ_bottom) − R_d T̄ ln(p_bottom / p_top), T̄ the mean of the two levels' temperatures.
+* Thermal-wind imbalance between adjacent levels that have u, v and t: the wind shear
+  (u_top − u_bottom, v_top − v_bottom) minus R_d ln(p_bottom / p_top)/f · k × ∇T̄, masked as the
+  geostrophic terms (with the default channels only 500/850 hPa: 250 hPa has no temperature).
 
 Derivatives are fourth-order: centred and periodic in longitude, five-point in latitude
 (off-centre at the two rows next to each pole; exact for quartics on any latitude spacing, so
@@ -68,6 +71,7 @@ class Balance:
     Attributes:
         geostrophic_levels: Levels (hPa) with z, u and v.
         hydrostatic_layers: Adjacent (top, bottom) levels in hPa, both with z and t.
+        thermal_layers: Adjacent (top, bottom) levels in hPa, both with u, v and t.
     """
 
     def __init__(self, labels: list[str] | tuple[str, ...], latitudes: np.ndarray, band: float = 15.0):
@@ -76,6 +80,8 @@ class Balance:
         self.geostrophic_levels = [p for p in levels if all((v, p) in self.index for v in ("z", "u", "v"))]
         thermal = [p for p in levels if ("z", p) in self.index and ("t", p) in self.index]
         self.hydrostatic_layers = list(itertools.pairwise(thermal))
+        sheared = [p for p in levels if all((v, p) in self.index for v in ("u", "v", "t"))]
+        self.thermal_layers = list(itertools.pairwise(sheared))
         self.latitudes = np.array(latitudes, dtype=np.float64)
         self.band = band
         self._dphi = latitude_derivative(self.latitudes)
@@ -116,6 +122,25 @@ class Balance:
             mean_t = 0.5 * (state[..., index[("t", top)], :, :] + state[..., index[("t", bottom)], :, :])
             out.append(thickness - R_DRY * mean_t * float(np.log(bottom / top)))
         return torch.stack(out, dim=-3)
+
+    def thermal_wind(self, state: Tensor) -> Tensor:
+        """Wind shear minus the thermal wind in m/s, ``(..., layer, 2, lat, lon)``, zero in the equatorial band."""
+        index = self.index
+        coriolis, cos_phi, mask, dphi = self._geometry(state)
+        safe_f = torch.where(mask > 0, coriolis, torch.ones_like(coriolis))[:, None]
+        out = []
+        for top, bottom in self.thermal_layers:
+            field = {
+                (name, p): state[..., index[(name, p)], :, :] for name in ("u", "v", "t") for p in (top, bottom)
+            }
+            mean_t = 0.5 * (field[("t", top)] + field[("t", bottom)])
+            factor = R_DRY * float(np.log(bottom / top)) / (safe_f * EARTH_RADIUS_M)
+            u_thermal = -factor * torch.einsum("ij,...jk->...ik", dphi, mean_t)
+            v_thermal = factor * longitude_derivative(mean_t) / cos_phi[:, None]
+            shear_u = field[("u", top)] - field[("u", bottom)]
+            shear_v = field[("v", top)] - field[("v", bottom)]
+            out.append(torch.stack([shear_u - u_thermal, shear_v - v_thermal], dim=-3) * mask[:, None])
+        return torch.stack(out, dim=-4)
 
     def _area_rms(self, field: Tensor, weights: Tensor) -> Tensor:
         dims = (-2, -1)
