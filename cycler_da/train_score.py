@@ -15,21 +15,26 @@ import torch
 from pydantic import Field
 
 from cycler_da.config import ForecastDataConfig, Strict
+from cycler_da.core.balance import Balance
 from cycler_da.provenance import interrupted_state, training_provenance
 from forecast_models.checkpoint import file_hash
 from score_da import checkpoint
 from score_da.checkpoint import load_latent_space
 from score_da.latent import AutoencoderConfig, LatentSpace, StateSpace
 from score_da.networks import Denoiser, coarsen_latitudes
+from score_da.physics import ResidualSet
+from score_da.schedule import VPSchedule
 from score_da.training import (
     LEADS_HOURS,
     AutoencoderTraining,
+    PriorObjective,
     PriorTraining,
     forecast_pairs,
     reconstruction_rmse,
     train_autoencoder,
     train_prior,
 )
+from score_da.vre import PhyDAModel, VirtualReconstruction, column_observations
 
 
 @dataclass(frozen=True)
@@ -72,11 +77,47 @@ class PairsConfig(Strict):
     start_stride: int = Field(default=1, ge=1)
 
 
+class PRDOConfig(Strict):
+    """PhyDA's physically regularised objective: λ(t) mean(R(x̂0)²) added to the ε-loss
+    (``space: state`` only; weight 0 switches it off).
+
+    weight: λ0 (the paper's code: 0.1).
+    schedule: "constant" λ0, or "signal" λ0 μ_t² (faded at high noise).
+    terms: the residuals in R, each scaled by the truth's RMS over the training years.
+    """
+
+    weight: float = Field(default=0.0, ge=0)
+    schedule: Literal["constant", "signal"] = "constant"
+    terms: list[Literal["geostrophic", "hydrostatic", "thermal"]] = Field(
+        default_factory=lambda: ["geostrophic", "hydrostatic", "thermal"], min_length=1
+    )
+
+
+class VREConfig(Strict):
+    """PhyDA's virtual-reconstruction encoder, trained with the prior (``space: state`` only).
+
+    enabled: condition the prior on the VRE's reconstruction as well as the background.
+    width, depth, blocks: its spherical U-Net.
+    weight: of its auxiliary area-weighted MSE against the truth.
+    fractions: training observations cover a share of grid columns drawn log-uniformly in this range.
+    error_std: their error, normalised units (the runs' default: 0.1).
+    """
+
+    enabled: bool = False
+    width: int = 32
+    depth: int = 3
+    blocks: int = 1
+    weight: float = Field(default=1.0, ge=0)
+    fractions: tuple[float, float] = (0.005, 0.1)
+    error_std: float = Field(default=0.1, ge=0)
+
+
 class PriorTrainingConfig(Strict):
     """``cycler train prior``: data, the space it samples, the forecast model, model, optimisation.
 
     space: "latent" (the autoencoder `vae`'s standardised latents, 2x coarser than the grid) or
         "state" (the normalised state on the grid itself; `vae` is then unused).
+    prdo, vre: PhyDA's physics penalty and virtual-reconstruction encoder (state space only).
     """
 
     data: ForecastDataConfig = ForecastDataConfig()
@@ -85,6 +126,8 @@ class PriorTrainingConfig(Strict):
     forecast_checkpoint: str = "default"
     pairs: PairsConfig = PairsConfig()
     model: DenoiserConfig = DenoiserConfig()
+    prdo: PRDOConfig = PRDOConfig()
+    vre: VREConfig = VREConfig()
     training: PriorTraining = PriorTraining()
 
 
@@ -152,6 +195,8 @@ def train_prior_model(
     state_path = interrupted_state(out, resume)
     if any(h <= 0 or h % 6 for h in config.pairs.leads_hours):
         raise ValueError(f"pairs.leads_hours must be positive multiples of 6; got {config.pairs.leads_hours}")
+    if config.space == "latent" and (config.prdo.weight > 0 or config.vre.enabled):
+        raise ValueError("prdo and vre work on the grid: they need space: state")
     train, valid, stats, grid, _ = _series(config.data, device, progress)
     fc_path = resolve_checkpoint(config.forecast_checkpoint)
     emulator, fc_manifest = load_checkpoint(fc_path, device)
@@ -183,16 +228,29 @@ def train_prior_model(
         emulator, space, valid, leads, perturb, config.training.seed + 1, progress=progress
     )
     torch.manual_seed(config.training.seed)
-    arch = config.model.as_dict()
-    denoiser = Denoiser(latent["channels"], latitudes, **arch).to(device)
-    ema = Denoiser(latent["channels"], latitudes, **arch).to(device)
+    arch = config.model.as_dict() | ({"conditions": 2} if config.vre.enabled else {})
+    denoiser, ema = (_prior_model(config, latent["channels"], latitudes, arch).to(device) for _ in range(2))
     ema.load_state_dict(denoiser.state_dict())
+    objective, physics = _objective(config, labels, grid, stats, train)
     history = train_prior(
-        denoiser, ema, denoiser.schedule, pairs, valid_pairs, config.training, state_path, progress
+        denoiser,
+        ema,
+        objective.schedule,
+        pairs,
+        valid_pairs,
+        config.training,
+        state_path,
+        progress,
+        objective,
     )
+    phyda = {}
+    if physics is not None:
+        phyda["prdo"] = config.prdo.model_dump(mode="json") | {"truth_rms": physics.scales}
+    if config.vre.enabled:
+        phyda["vre"] = config.vre.model_dump(mode="json")
     manifest = {
         "kind": "prior",
-        "architecture": config.model.as_dict(),
+        "architecture": arch,
         "channels": labels,
         "grid": grid.as_dict(),
         "normalisation": stats.as_dict(),
@@ -201,6 +259,7 @@ def train_prior_model(
         "leads_hours": list(leads),
         "vae_sha256": file_hash(vae_path) if vae_path is not None else None,
         "forecast_checkpoint_sha256": file_hash(fc_path),
+        **phyda,
         "parameters": sum(p.numel() for p in ema.parameters()),
         "pairs": {"train": len(pairs), "valid": len(valid_pairs)},
         "training": {
@@ -216,3 +275,36 @@ def train_prior_model(
     checkpoint.save(out, ema.cpu(), manifest)
     state_path.unlink(missing_ok=True)
     return manifest
+
+
+def _prior_model(config: PriorTrainingConfig, channels: int, latitudes, arch: dict):
+    """The denoiser, or with a VRE the :class:`PhyDAModel` of both."""
+    denoiser = Denoiser(channels, latitudes, **arch)
+    if not config.vre.enabled:
+        return denoiser
+    v = config.vre
+    vre = VirtualReconstruction(config.data.channels, latitudes, v.width, v.depth, v.blocks)
+    return PhyDAModel(denoiser, vre)
+
+
+def _objective(
+    config: PriorTrainingConfig, labels, grid, stats, train
+) -> tuple[PriorObjective, ResidualSet | None]:
+    """The training loss: the ε-loss, with PRDO's residual set (scaled on `train`) and the VRE's
+    observations when the config asks for them."""
+    schedule = VPSchedule(config.model.eta)
+    physics = None
+    if config.prdo.weight > 0:
+        balance = Balance(labels, grid.latitudes)
+        physics = ResidualSet.fit(balance, stats.mean, stats.std, train, config.prdo.terms)
+    observe = None
+    if config.vre.enabled:
+        v = config.vre
+
+        def observe(truth, generator):
+            return column_observations(truth, v.fractions, v.error_std, generator)
+
+    weights = torch.as_tensor(grid.area_weights(), dtype=torch.float32)
+    return PriorObjective(
+        schedule, physics, config.prdo.weight, config.prdo.schedule, observe, config.vre.weight, weights
+    ), physics

@@ -17,6 +17,7 @@ from forecast_models.checkpoint import CheckpointError, read_payload, write_payl
 from score_da.latent import AutoencoderConfig, LatentSpace
 from score_da.networks import Denoiser, coarsen_latitudes
 from score_da.schedule import VPSchedule
+from score_da.vre import PhyDAModel, VirtualReconstruction
 
 FORMAT = "cycler-score-checkpoint/1"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -83,8 +84,31 @@ def load_prior(path: str | Path = "default", device: str = "cpu") -> tuple[Denoi
     """The denoiser (EMA weights) and schedule of a ``prior`` checkpoint, in eval mode."""
     path = resolve(path, "prior")
     manifest, state = read(path, "prior")
+    if "vre" in manifest:
+        raise CheckpointError(
+            f"{path} is a PhyDA prior: it conditions on the observations through its VRE, so only phyda samples it"
+        )
+    denoiser = _denoiser(manifest)
+    return load_into(denoiser, state, path).to(device), denoiser.schedule, manifest
+
+
+def load_phyda(path: str | Path, device: str = "cpu") -> tuple[PhyDAModel, VPSchedule, dict]:
+    """The VRE and prior (EMA weights) of a PhyDA checkpoint, and its schedule, in eval mode."""
+    path = resolve(path, "prior")
+    manifest, state = read(path, "prior")
+    if "vre" not in manifest:
+        raise CheckpointError(
+            f"{path} has no VRE: train it with vre.enabled (or sample it with dps or lo-sda)"
+        )
+    v = manifest["vre"]
+    latitudes = np.asarray(manifest["grid"]["latitudes"])
+    vre = VirtualReconstruction(manifest["channels"], latitudes, v["width"], v["depth"], v["blocks"])
+    model = load_into(PhyDAModel(_denoiser(manifest), vre), state, path).to(device)
+    return model, model.denoiser.schedule, manifest
+
+
+def _denoiser(manifest: dict) -> Denoiser:
     latitudes = np.asarray(manifest["grid"]["latitudes"])
     if not in_state_space(manifest):
         latitudes = coarsen_latitudes(latitudes)
-    denoiser = Denoiser(manifest["latent"]["channels"], latitudes, **manifest["architecture"])
-    return load_into(denoiser, state, path).to(device), denoiser.schedule, manifest
+    return Denoiser(manifest["latent"]["channels"], latitudes, **manifest["architecture"])

@@ -42,12 +42,13 @@ class DPS(LatentSampler):
         self, z_b: Tensor, observations: Observations, draw: Draw, generator: torch.Generator | None
     ) -> Tensor:
         guided = self.params.scale > 0
+        condition = self.condition(z_b, observations, draw)
         z = self.noise(z_b, generator)
         times = self.schedule.times(self.params.steps, device=z.device)
         for t, t_next in itertools.pairwise(times):
             with torch.enable_grad():
                 z_in = z.detach().requires_grad_(guided)
-                eps = self.eps(z_in, t, z_b, draw)
+                eps = self.eps(z_in, t, condition, draw)
                 z0 = self.schedule.denoise(z_in, eps, t)
                 grad = None
                 if guided:

@@ -126,6 +126,8 @@ class Denoiser(nn.Module):
         blocks: Blocks per level.
         embedding: Size of the time/lead embedding.
         eta: Noise floor of the VP schedule the denoiser is trained on.
+        conditions: Conditioning fields of `latent_channels` each, concatenated: 1 (the
+            background) or 2 (PhyDA's background and virtual reconstruction).
 
     The output is preconditioned as ``ε̂ = σ_t z_t + μ_t F(...)``: at high noise, where
     Tweedie's estimate divides by a tiny μ_t, the prediction tends to the exact σ_t z_t
@@ -141,16 +143,18 @@ class Denoiser(nn.Module):
         blocks: int = 2,
         embedding: int = 128,
         eta: float = 1e-3,
+        conditions: int = 1,
     ):
         super().__init__()
         self.latent_channels, self.depth, self.embedding = latent_channels, depth, embedding
+        self.conditions = conditions
         self.schedule = VPSchedule(eta)
         self.register_buffer("static", latitude_features(latitudes))
         self.embed = nn.Sequential(
             nn.Linear(2 * embedding, embedding), nn.GELU(), nn.Linear(embedding, embedding)
         )
         widths = [width * 2**i for i in range(depth + 1)]
-        self.stem = SphereConv(2 * latent_channels + 2, width)
+        self.stem = SphereConv((1 + conditions) * latent_channels + 2, width)
         self.encoder = nn.ModuleList(
             nn.ModuleList(
                 FiLMBlock(widths[max(i - 1, 0)] if b == 0 else w, w, embedding) for b in range(blocks)
@@ -167,7 +171,8 @@ class Denoiser(nn.Module):
         self.head = nn.Sequential(nn.GroupNorm(8, width), nn.GELU(), SphereConv(width, latent_channels))
 
     def forward(self, z_t: Tensor, t: Tensor, z_b: Tensor, lead: Tensor) -> Tensor:
-        """Predicted noise; t and lead (the lead code in [0, 1]) are (batch,) or scalars."""
+        """Predicted noise; `z_b` holds the conditioning fields (``conditions`` × channels);
+        t and lead (the lead code in [0, 1]) are (batch,) or scalars."""
         batch = z_t.shape[0]
         t = torch.as_tensor(t, dtype=z_t.dtype, device=z_t.device).expand(batch)
         lead = torch.as_tensor(lead, dtype=z_t.dtype, device=z_t.device).expand(batch)

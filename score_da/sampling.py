@@ -188,8 +188,8 @@ class LatentMethod:
         """The background's latent, and the call's :class:`Draw`."""
         x_b = background.float()
         z_b = self.space.encode(x_b)
-        w = self.params.background_residual
-        offset = w * (x_b - self.space.decode(z_b)) if w > 0 and not self.space.identity else None
+        w = 0.0 if self.space.identity else self.params.background_residual
+        offset = w * (x_b - self.space.decode(z_b)) if w > 0 else None
         return z_b, Draw(x_b, offset)
 
     def decode(self, z: Tensor, draw: Draw) -> Tensor:
@@ -274,6 +274,10 @@ class LatentSampler(LatentMethod):
         self.lead = float(lead_code(params.lead_hours))
         for p in denoiser.parameters():
             p.requires_grad_(False)
+
+    def condition(self, z_b: Tensor, observations: Observations, draw: Draw) -> Tensor:
+        """What the denoiser is conditioned on: the background's latent (PhyDA adds its VRE's field)."""
+        return z_b
 
     def eps(self, z_t: Tensor, t: Tensor, z_b: Tensor, draw: Draw) -> Tensor:
         draw.counters["nfe"] += 1

@@ -310,26 +310,69 @@ def forecast_pairs(
     return Pairs(truth, torch.cat(index), torch.cat(backgrounds), torch.cat(lead_hours))
 
 
-def denoising_loss(
-    denoiser: Denoiser, schedule: VPSchedule, z: Tensor, z_b: Tensor, lead: Tensor, generator: torch.Generator
-) -> Tensor:
-    t = torch.rand(z.shape[0], generator=generator).to(z)
-    eps = torch.randn(z.shape, generator=generator).to(z)
-    z_t = schedule.mu(t)[:, None, None, None] * z + schedule.sigma(t)[:, None, None, None] * eps
-    return (denoiser(z_t, t, z_b, lead) - eps).pow(2).mean()
+@dataclass
+class PriorObjective:
+    """The prior's loss on a batch: the ε-MSE, plus PhyDA's terms when set.
+
+    Attributes:
+        schedule: The noise schedule.
+        physics: PRDO's residual set R (:class:`score_da.physics.ResidualSet`), or None.
+        physics_weight: λ0 of PRDO's λ(t).
+        physics_schedule: "constant" or "signal" (λ0 μ_t², see :func:`score_da.physics.prdo_weight`).
+        observe: Draws (values, mask) observations of a truth batch for the VRE, or None.
+        vre_weight: Weight of the VRE's auxiliary MSE against the truth.
+        weights: (lat,) area weights of that MSE.
+    """
+
+    schedule: VPSchedule
+    physics: Callable[[Tensor], Tensor] | None = None
+    physics_weight: float = 0.0
+    physics_schedule: str = "constant"
+    observe: Callable[[Tensor, torch.Generator], tuple[Tensor, Tensor]] | None = None
+    vre_weight: float = 1.0
+    weights: Tensor | None = None
+
+    def __call__(
+        self, model, z: Tensor, z_b: Tensor, lead: Tensor, generator: torch.Generator
+    ) -> dict[str, Tensor]:
+        """{"eps", "total"} and "physics" (PRDO's mean λ(t) mean(R(x̂0)²)), "vre" (the auxiliary MSE)
+        when set; `model` is a :class:`Denoiser`, or a :class:`score_da.vre.PhyDAModel` with `observe`."""
+        terms = {}
+        denoiser, condition = model, z_b
+        if self.observe is not None:
+            values, mask = self.observe(z, generator)
+            reconstruction = model.vre(values, mask, z_b)
+            weights = torch.ones(z.shape[-2], device=z.device) if self.weights is None else self.weights.to(z)
+            terms["vre"] = self.vre_weight * area_weighted_mse(reconstruction, z, weights)
+            denoiser, condition = model.denoiser, torch.cat([z_b, reconstruction], dim=1)
+        t = torch.rand(z.shape[0], generator=generator).to(z)
+        eps = torch.randn(z.shape, generator=generator).to(z)
+        s = self.schedule
+        z_t = s.mu(t)[:, None, None, None] * z + s.sigma(t)[:, None, None, None] * eps
+        eps_hat = denoiser(z_t, t, condition, lead)
+        terms["eps"] = (eps_hat - eps).pow(2).mean()
+        if self.physics is not None:
+            from score_da.physics import prdo_weight
+
+            x0 = s.denoise(z_t, eps_hat, t[:, None, None, None])
+            weight = prdo_weight(t, self.physics_weight, self.physics_schedule, s.mu(t))
+            terms["physics"] = (weight * self.physics(x0)).mean()
+        terms["total"] = sum(terms.values())
+        return terms
 
 
 @torch.no_grad()
 def validation_loss(
-    denoiser: Denoiser, schedule: VPSchedule, pairs: Pairs, seed: int = 1, batch: int = 128
+    denoiser, schedule: VPSchedule, pairs: Pairs, seed: int = 1, batch: int = 128, objective=None
 ) -> float:
     """Mean ε-MSE over the pairs at fixed random times and noise (comparable across calls)."""
+    objective = objective or PriorObjective(schedule)
     generator = torch.Generator().manual_seed(seed)
     denoiser.eval()
     total = 0.0
     for idx in torch.arange(len(pairs)).split(batch):
         z, z_b = pairs.truth[pairs.truth_index[idx]], pairs.background[idx]
-        loss = denoising_loss(denoiser, schedule, z, z_b, lead_code(pairs.lead_hours[idx]).to(z), generator)
+        loss = objective(denoiser, z, z_b, lead_code(pairs.lead_hours[idx]).to(z), generator)["eps"]
         total += float(loss) * len(idx)
     return total / len(pairs)
 
@@ -343,8 +386,11 @@ def train_prior(
     config: PriorTraining,
     state_path: Path | None = None,
     progress: bool = True,
+    objective: PriorObjective | None = None,
 ) -> History:
-    """Trains `denoiser` with the ε-loss; `ema` follows its exponential moving average."""
+    """Trains `denoiser` with `objective` (default: the ε-loss); `ema` follows its exponential
+    moving average. With PhyDA's VRE, `denoiser` and `ema` are :class:`score_da.vre.PhyDAModel`."""
+    objective = objective or PriorObjective(schedule)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     optimiser = torch.optim.AdamW(denoiser.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -361,6 +407,7 @@ def train_prior(
     nlon = pairs.truth.shape[-1]
     bar = tqdm(total=config.steps, initial=done, disable=not progress, desc="prior", leave=False)
     began, losses = time.perf_counter(), []
+    extras = {"physics": [], "vre": []}
     for step in range(done, config.steps):
         denoiser.train()
         for group in optimiser.param_groups:
@@ -369,9 +416,13 @@ def train_prior(
         shift = random_shift(generator, nlon, 1)
         z = torch.roll(pairs.truth[pairs.truth_index[idx]], shift, -1)
         z_b = torch.roll(pairs.background[idx], shift, -1)
-        loss = denoising_loss(denoiser, schedule, z, z_b, lead_code(pairs.lead_hours[idx]).to(z), generator)
+        terms = objective(denoiser, z, z_b, lead_code(pairs.lead_hours[idx]).to(z), generator)
+        loss = terms["eps"]
         optimiser.zero_grad(set_to_none=True)
-        loss.backward()
+        terms["total"].backward()
+        for key, values in extras.items():
+            if key in terms:
+                values.append(float(terms[key].detach()))
         torch.nn.utils.clip_grad_norm_(denoiser.parameters(), 1.0)
         optimiser.step()
         with torch.no_grad():
@@ -383,9 +434,9 @@ def train_prior(
             record = {
                 "step": step + 1,
                 "train_loss": float(np.mean(losses)),
-                "valid_loss_ema": validation_loss(ema, schedule, valid),
+                "valid_loss_ema": validation_loss(ema, schedule, valid, objective=objective),
                 "seconds": time.perf_counter() - began,
-            }
+            } | {f"train_{key}": float(np.mean(values)) for key, values in extras.items() if values}
             history.add(
                 record,
                 f"prior step {step + 1}/{config.steps}: train ε-loss {record['train_loss']:.4f}, "
@@ -405,5 +456,6 @@ def train_prior(
                 step=step + 1,
             )
             began, losses = time.perf_counter(), []
+            extras = {key: [] for key in extras}
     bar.close()
     return history

@@ -126,9 +126,9 @@ def tiny_score_models(tiny_checkpoint, tmp_path_factory) -> tuple[Path, Path]:
     return vae, prior
 
 
-@pytest.fixture(scope="session")
-def tiny_state_prior(tiny_checkpoint, tmp_path_factory) -> Path:
-    """A 30-step prior on the grid itself (``space: state``) on February 2018."""
+def _train_state_prior(forecast_checkpoint: Path, out: Path, steps: int = 30, **phyda) -> Path:
+    """A small prior on the grid itself (``space: state``) trained on February 2018; `phyda`
+    holds ``prdo`` and ``vre`` config sections."""
     from cycler_da.config import parse_config
     from cycler_da.train_score import PriorTrainingConfig, train_prior_model
 
@@ -140,16 +140,37 @@ def tiny_state_prior(tiny_checkpoint, tmp_path_factory) -> Path:
                 "valid": ["2018-02-21", "2018-02-28T18"],
             },
             "space": "state",
-            "forecast_checkpoint": str(tiny_checkpoint),
+            "forecast_checkpoint": str(forecast_checkpoint),
             "pairs": {"leads_hours": [6, 12], "perturbed": False},
             "model": {"width": 8, "depth": 1, "blocks": 1, "embedding": 16},
-            "training": {"steps": 30, "batch_size": 8, "log_every": 15},
+            **phyda,
+            "training": {"steps": steps, "batch_size": 8, "log_every": steps // 2},
         },
         PriorTrainingConfig,
     )
-    out = tmp_path_factory.mktemp("state-prior") / "prior-state.pt"
     train_prior_model(cfg, out, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_state_prior(tiny_checkpoint, tmp_path_factory) -> Path:
+    """A 30-step prior on the grid itself (``space: state``) on February 2018."""
+    return _train_state_prior(tiny_checkpoint, tmp_path_factory.mktemp("state-prior") / "prior-state.pt")
+
+
+@pytest.fixture(scope="session")
+def tiny_phyda_priors(tiny_checkpoint, tiny_state_prior, tmp_path_factory) -> dict[tuple[bool, bool], Path]:
+    """(prdo, vre) → a small state-space prior trained with that PhyDA setting."""
+    root = tmp_path_factory.mktemp("phyda")
+    vre = {"enabled": True, "width": 8, "depth": 1, "fractions": [0.05, 0.2]}
+    priors = {(False, False): tiny_state_prior}
+    for prdo, with_vre in ((True, True), (True, False), (False, True)):
+        sections = {"prdo": {"weight": 0.1}} if prdo else {}
+        sections |= {"vre": vre} if with_vre else {}
+        priors[(prdo, with_vre)] = _train_state_prior(
+            tiny_checkpoint, root / f"prdo{int(prdo)}-vre{int(with_vre)}.pt", steps=10, **sections
+        )
+    return priors
 
 
 BALANCE_LABELS = ("z500", "z850", "t500", "t850", "u500", "v500", "u850", "v850")

@@ -131,7 +131,9 @@ class Balance:
         out = []
         for top, bottom in self.thermal_layers:
             field = {
-                (name, p): state[..., index[(name, p)], :, :] for name in ("u", "v", "t") for p in (top, bottom)
+                (name, p): state[..., index[(name, p)], :, :]
+                for name in ("u", "v", "t")
+                for p in (top, bottom)
             }
             mean_t = 0.5 * (field[("t", top)] + field[("t", bottom)])
             factor = R_DRY * float(np.log(bottom / top)) / (safe_f * EARTH_RADIUS_M)
