@@ -118,6 +118,9 @@ class PriorTrainingConfig(Strict):
     space: "latent" (the autoencoder `vae`'s standardised latents, 2x coarser than the grid) or
         "state" (the normalised state on the grid itself; `vae` is then unused).
     prdo, vre: PhyDA's physics penalty and virtual-reconstruction encoder (state space only).
+    init_from: a prior (path or shipped name) to start from, of the same space, channels, grid
+        and architecture; one without a VRE can start one with (the reconstruction's inputs
+        start at zero and the VRE at the background, so training starts from the parent exactly).
     """
 
     data: ForecastDataConfig = ForecastDataConfig()
@@ -128,6 +131,7 @@ class PriorTrainingConfig(Strict):
     model: DenoiserConfig = DenoiserConfig()
     prdo: PRDOConfig = PRDOConfig()
     vre: VREConfig = VREConfig()
+    init_from: str | None = None
     training: PriorTraining = PriorTraining()
 
 
@@ -230,6 +234,7 @@ def train_prior_model(
     torch.manual_seed(config.training.seed)
     arch = config.model.as_dict() | ({"conditions": 2} if config.vre.enabled else {})
     denoiser, ema = (_prior_model(config, latent["channels"], latitudes, arch).to(device) for _ in range(2))
+    parent = _initialise(denoiser, config, grid, stats) if config.init_from else None
     ema.load_state_dict(denoiser.state_dict())
     objective, physics = _objective(config, labels, grid, stats, train)
     history = train_prior(
@@ -266,6 +271,7 @@ def train_prior_model(
             "config": config.model_dump(mode="json"),
             "history": history.records,
             **training_provenance(command, device, history.wall_seconds),
+            **({"init_from": parent} if parent else {}),
         },
         "validation": {
             "period": list(config.data.valid),
@@ -308,3 +314,46 @@ def _objective(
     return PriorObjective(
         schedule, physics, config.prdo.weight, config.prdo.schedule, observe, config.vre.weight, weights
     ), physics
+
+
+def _initialise(model, config: PriorTrainingConfig, grid, stats) -> dict:
+    """Loads `config.init_from`'s weights into `model` (widening the denoiser's input for a
+    VRE's reconstruction where the parent has none); returns the parent's provenance."""
+    from forecast_models.checkpoint import CheckpointError, check_compatible
+
+    path = checkpoint.resolve(config.init_from, "prior")
+    manifest, state_dict = checkpoint.read(path, "prior")
+    arch = {k: v for k, v in manifest["architecture"].items() if k != "conditions"}
+    if manifest.get("space", "latent") != config.space or arch != config.model.as_dict():
+        raise CheckpointError(
+            f"init_from: {path} is a {manifest.get('space', 'latent')}-space prior with architecture {arch}; "
+            f"the config asks for a {config.space}-space one with {config.model.as_dict()}"
+        )
+    if "vre" in manifest and not config.vre.enabled:
+        raise CheckpointError(f"init_from: {path} has a VRE; the config trains none (vre.enabled: false)")
+    check_compatible(
+        manifest,
+        config.data.channels,
+        grid.latitudes,
+        grid.longitudes,
+        stats.mean,
+        stats.std,
+        name=f"init_from {path}",
+    )
+    if config.vre.enabled and "vre" not in manifest:
+        weight = state_dict["stem.conv.weight"]
+        channels = len(config.data.channels)
+        zeros = weight.new_zeros(weight.shape[0], channels, *weight.shape[2:])
+        state_dict["stem.conv.weight"] = torch.cat(
+            [weight[:, : 2 * channels], zeros, weight[:, 2 * channels :]], 1
+        )
+        model.denoiser.load_state_dict(state_dict)
+    else:
+        model.load_state_dict(state_dict)
+    training = manifest.get("training", {})
+    return {
+        "path": str(path),
+        "sha256": file_hash(path),
+        "command": training.get("command"),
+        "wall_seconds": training.get("wall_seconds"),
+    } | ({"init_from": training["init_from"]} if training.get("init_from") else {})

@@ -160,12 +160,13 @@ def tiny_state_prior(tiny_checkpoint, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_phyda_priors(tiny_checkpoint, tiny_state_prior, tmp_path_factory) -> dict[tuple[bool, bool], Path]:
-    """(prdo, vre) → a small state-space prior trained with that PhyDA setting."""
+    """(prdo, vre) → a small state-space prior trained with that PhyDA setting (the three
+    PhyDA ones fine-tuned from the plain one, as the shipped ones are)."""
     root = tmp_path_factory.mktemp("phyda")
     vre = {"enabled": True, "width": 8, "depth": 1, "fractions": [0.05, 0.2]}
     priors = {(False, False): tiny_state_prior}
     for prdo, with_vre in ((True, True), (True, False), (False, True)):
-        sections = {"prdo": {"weight": 0.1}} if prdo else {}
+        sections = {"init_from": str(tiny_state_prior)} | ({"prdo": {"weight": 0.1}} if prdo else {})
         sections |= {"vre": vre} if with_vre else {}
         priors[(prdo, with_vre)] = _train_state_prior(
             tiny_checkpoint, root / f"prdo{int(prdo)}-vre{int(with_vre)}.pt", steps=10, **sections

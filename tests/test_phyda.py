@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from cycler_da.config import parse_config
 from cycler_da.core import MethodContext, Observations
 from cycler_da.core.balance import Balance
+from cycler_da.normalization import NormStats
 from cycler_da.state import Grid
-from forecast_models.checkpoint import CheckpointError
+from cycler_da.train_score import PriorTrainingConfig, VREConfig, _initialise, _prior_model
+from forecast_models.checkpoint import CheckpointError, file_hash
 from observation_ops.operator import PointObservationOperator
 from score_da import checkpoint, phyda
 from score_da.networks import Denoiser
@@ -150,3 +153,31 @@ def test_phyda_refuses_a_prior_trained_otherwise_and_dps_refuses_a_vre_prior(tin
         CheckpointError, match="is a PhyDA prior: it conditions on the observations through its VRE"
     ):
         checkpoint.load_prior(prior)
+
+
+def test_a_vre_prior_started_from_a_plain_one_starts_as_the_parent(tiny_state_prior):
+    parent, _, manifest = checkpoint.load_prior(tiny_state_prior)
+    grid, stats = Grid.from_dict(manifest["grid"]), NormStats.from_dict(manifest["normalisation"])
+    config = parse_config(
+        {
+            "data": {"channels": manifest["channels"]},
+            "space": "state",
+            "model": manifest["architecture"],
+            "vre": {"enabled": True, "width": 8, "depth": 1},
+            "init_from": str(tiny_state_prior),
+        },
+        PriorTrainingConfig,
+    )
+    model = _prior_model(config, len(LABELS), grid.latitudes, manifest["architecture"] | {"conditions": 2})
+    assert _initialise(model, config, grid, stats)["sha256"] == file_hash(tiny_state_prior)
+    g = torch.Generator().manual_seed(0)
+    x_t, x_b, anything = (torch.randn(2, len(LABELS), *grid.shape, generator=g) for _ in range(3))
+    t, lead = torch.tensor([0.3, 0.8]), torch.zeros(2)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.denoiser(x_t, t, torch.cat([x_b, anything], 1), lead), parent(x_t, t, x_b, lead)
+        )
+        torch.testing.assert_close(model.vre(anything, torch.ones_like(x_b), x_b), x_b)
+    latent = config.model_copy(update={"space": "latent", "vre": VREConfig()})
+    with pytest.raises(CheckpointError, match=r"init_from: .* is a state-space prior with architecture"):
+        _initialise(parent, latent, grid, stats)
