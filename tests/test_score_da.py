@@ -15,7 +15,7 @@ from observation_ops.operator import PointObservationOperator
 from score_da import checkpoint
 from score_da.checkpoint import load_latent_space, load_prior
 from score_da.dps import DPS, DPSParams
-from score_da.latent import AutoencoderConfig, LatentSpace
+from score_da.latent import AutoencoderConfig, LatentSpace, StateSpace
 from score_da.latent_3dvar import LatentThreeDVar, LatentThreeDVarParams
 from score_da.networks import Denoiser
 from score_da.sampling import Draw
@@ -61,14 +61,6 @@ def test_sampler_with_exact_score_draws_the_target_distribution(stochastic):
     assert draw.counters["nfe"] == 128
 
 
-class _IdentitySpace(torch.nn.Module):
-    def encode(self, x):
-        return x
-
-    def decode(self, z):
-        return z
-
-
 def test_mean_of_k_posterior_draws_has_a_kth_of_their_variance():
     """samples = K: each member's analysis is the mean of K draws, so its variance is v / K."""
     schedule = VPSchedule()
@@ -78,7 +70,7 @@ def test_mean_of_k_posterior_draws_has_a_kth_of_their_variance():
     z_b = torch.randn(1, 2, 4, 8, generator=torch.Generator().manual_seed(1)).expand(1500, -1, -1, -1)
     for k in (1, 4):
         params = DPSParams(steps=128, scale=0.0, samples=k)
-        sampler = DPS(_IdentitySpace(), _GaussianOracle(schedule), schedule, params)
+        sampler = DPS(StateSpace(), _GaussianOracle(schedule), schedule, params)
         analysis = sampler.analyse(z_b, obs, generator=torch.Generator().manual_seed(0))
         assert analysis.state.shape == z_b.shape
         assert torch.allclose(analysis.state.mean(0), 0.8 * z_b[0], atol=0.05)
@@ -153,7 +145,7 @@ def test_latent_3dvar_with_a_linear_autoencoder_is_the_blue():
     y = torch.randn(5, dtype=torch.float64, generator=g)
     obs = Observations(y, torch.full_like(y, 0.5), operator)
     params = LatentThreeDVarParams(b_scale=1.5, max_iterations=200, tolerance=1e-9)
-    method = LatentThreeDVar(_IdentitySpace(), errors, params)
+    method = LatentThreeDVar(StateSpace(), errors, params)
     analysis = method.analyse(background, obs)
     h = operator(torch.eye(64, dtype=torch.float64).reshape(64, 2, 4, 8)).T  # (obs, state)
     b = torch.diag(1.5 * errors.double().var(0, unbiased=False).flatten())
@@ -455,12 +447,10 @@ def test_residual_analysis_is_the_blue_of_the_unrepresented_errors():
     )
     torch.testing.assert_close(analysis.double().flatten(), blue, atol=1e-4, rtol=0)
     assert 0 < diagnostics["residual_cost_reduction"] <= 1
-    untouched, _ = ResidualAnalysis(_IdentitySpace(), errors, latitudes, longitudes).analyse(
-        state, state, obs
-    )
+    untouched, _ = ResidualAnalysis(StateSpace(), errors, latitudes, longitudes).analyse(state, state, obs)
     torch.testing.assert_close(untouched, state)
     with pytest.raises(ValueError, match="must be positive"):
-        ResidualAnalysis(_IdentitySpace(), errors, latitudes, longitudes, b_scale=0.0)
+        ResidualAnalysis(StateSpace(), errors, latitudes, longitudes, b_scale=0.0)
 
 
 @pytest.mark.parametrize("name", ["lo-sda", "latent-3dvar"])
