@@ -55,6 +55,19 @@ def test_shipped_prior_training_config_is_valid(name):
 
     config = load_config(CONFIGS / name, PriorTrainingConfig)
     assert ("anomaly" in str(config.vae)) == ("anomaly" in name)
+    assert config.space == ("state" if "state" in name else "latent")
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("phyda_*.yaml")))
+def test_shipped_phyda_training_configs_differ_from_each_other_in_one_setting(name):
+    from cycler_da.train_score import PriorTrainingConfig
+
+    config = load_config(CONFIGS / name, PriorTrainingConfig)
+    parent = load_config(CONFIGS / "prior_t21_state.yaml", PriorTrainingConfig)
+    assert config.space == "state" and config.init_from == "state-default"
+    assert config.model == parent.model and config.pairs == parent.pairs and config.data == parent.data
+    assert (config.prdo.weight > 0) == ("no_prdo" not in name)
+    assert config.vre.enabled == ("no_vre" not in name)
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("align*.yaml")))
