@@ -39,8 +39,8 @@ from score_da.rewards import balance_rewards
 SHOW = ("z500", "t850", "u250", "v500", "msl")
 
 
-def balance_scores(run_dir: Path) -> dict[str, float]:
-    """Mean Geo-Score and Hydro-Score (×100) of the run's analyses (member mean) against the truth's."""
+def analyses_and_truth(run_dir: Path) -> tuple[list[str], xr.DataArray, xr.DataArray]:
+    """The run's channel labels, analyses (member mean) and the truth at their times, physical units."""
     config = load_config(run_dir / "config.yaml", RunConfig)
     labels = list(config.channels)
     files = sorted((run_dir / "analysis").glob("*.nc"))
@@ -51,7 +51,12 @@ def balance_scores(run_dir: Path) -> dict[str, float]:
     n = config.truth.nature
     times = pd.DatetimeIndex(analysis.time.values)
     truth = nature.open_nature(times[0], times[-1], nature.NatureSpec(n.resolution, n.seed, n.compiled))
-    truth = stack_channels(truth.sel(time=times).load(), labels)
+    return labels, analysis, stack_channels(truth.sel(time=times).load(), labels)
+
+
+def balance_scores(run_dir: Path) -> dict[str, float]:
+    """Mean Geo-Score and Hydro-Score (×100) of the run's analyses (member mean) against the truth's."""
+    labels, analysis, truth = analyses_and_truth(run_dir)
     balance = Balance(labels, analysis.latitude.values)
     scores = {"geostrophic": [], "hydrostatic": []}
     for a, t in zip(analysis.values, truth.values, strict=True):

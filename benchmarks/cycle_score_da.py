@@ -30,7 +30,7 @@ import xarray as xr
 from cycle_baselines import compared, run_or_reuse, summarise
 
 SHOW = ("z500", "t850", "u250", "v500", "msl")
-SCORE_METHODS = ("dps", "lo-sda", "align-da")
+SCORE_METHODS = ("dps", "lo-sda", "align-da", "phyda")
 
 
 def parse_method(spec: str) -> tuple[str, dict]:

@@ -51,6 +51,8 @@ def test_thermal_wind_is_zero_for_a_balanced_state_and_large_for_a_perturbed_one
     # a temperature wave the winds know nothing of; a uniform warming would leave k × ∇T̄ unchanged
     warmer[:, LABELS.index("t500")] += 5.0 * torch.cos(torch.linspace(0, 6 * np.pi, state.shape[-1]))
     assert _relative(balance.thermal_wind(warmer), shear) > 100 * _relative(balanced, shear)
+    assert float(balance.relative_imbalance(state)["thermal"]) < 2e-3
+    assert float(balance.relative_imbalance(warmer)["thermal"]) > 0.1
     uniform = state.clone()
     uniform[:, LABELS.index("t500")] += 5.0
     torch.testing.assert_close(balance.thermal_wind(uniform), balanced)

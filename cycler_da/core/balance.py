@@ -150,7 +150,8 @@ class Balance:
 
     def relative_imbalance(self, state: Tensor) -> dict[str, Tensor]:
         """Unitless imbalances, each ``(...)``: ``geostrophic`` (RMS residual wind over RMS wind,
-        mean over levels) and ``hydrostatic`` (RMS residual over RMS thickness, mean over layers)."""
+        mean over levels), ``hydrostatic`` (RMS residual over RMS thickness, mean over layers) and
+        ``thermal`` (RMS residual shear over RMS wind shear, mean over layers), where the channels allow."""
         index = self.index
         _, cos_phi, mask, _ = self._geometry(state)
         result = {}
@@ -171,6 +172,22 @@ class Balance:
             weights = cos_phi[:, None]
             residual = self._area_rms(self.hydrostatic(state), weights)
             result["hydrostatic"] = (residual / self._area_rms(self.thickness(state), weights)).mean(-1)
+        if self.thermal_layers:
+            weights = (cos_phi * mask)[:, None]
+            residual = self._area_rms(self.thermal_wind(state).square().sum(-3).sqrt(), weights)
+            shear = torch.stack(
+                [
+                    torch.sqrt(
+                        sum(
+                            (state[..., index[(v, top)], :, :] - state[..., index[(v, bottom)], :, :]) ** 2
+                            for v in ("u", "v")
+                        )
+                    )
+                    for top, bottom in self.thermal_layers
+                ],
+                dim=-3,
+            )
+            result["thermal"] = (residual / self._area_rms(shear, weights)).mean(-1)
         return result
 
 
