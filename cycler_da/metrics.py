@@ -14,11 +14,6 @@ import numpy as np
 import torch
 from scipy import stats as scipy_stats
 
-GRAVITY = 9.80665  # m s⁻²
-R_DRY = 287.05  # J kg⁻¹ K⁻¹
-OMEGA = 7.292e-5  # s⁻¹
-EARTH_RADIUS_M = 6.371e6
-
 
 def area_mean(field: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Area-weighted mean over the last two axes (latitude, longitude)."""
@@ -123,56 +118,6 @@ def zonal_power_spectrum(field: np.ndarray, weights: np.ndarray) -> np.ndarray:
     power = np.abs(coeffs) ** 2
     power[..., 1:] *= 2  # one-sided: fold in the negative wavenumbers
     return (power * np.asarray(weights)[:, None]).mean(axis=-2)
-
-
-def _d_dlat(field: np.ndarray, lat_rad: np.ndarray) -> np.ndarray:
-    return np.gradient(field, lat_rad, axis=-2)
-
-
-def _d_dlon(field: np.ndarray) -> np.ndarray:
-    nlon = field.shape[-1]
-    return (np.roll(field, -1, axis=-1) - np.roll(field, 1, axis=-1)) / (2 * (2 * np.pi / nlon))
-
-
-def geostrophic_imbalance(
-    geopotential: np.ndarray,
-    u: np.ndarray,
-    v: np.ndarray,
-    latitudes: np.ndarray,
-    weights: np.ndarray,
-    min_abs_latitude: float = 20.0,
-) -> np.ndarray:
-    """RMS of the ageostrophic wind |(u, v) − (u_g, v_g)| (m/s) poleward of ±min_abs_latitude.
-
-    u_g = −∂Φ/∂y / f, v_g = ∂Φ/∂x / f from geopotential Φ (m² s⁻²) on one level.
-    """
-    lat = np.radians(np.asarray(latitudes, float))
-    f = 2 * OMEGA * np.sin(lat)[:, None]
-    coslat = np.cos(lat)[:, None]
-    ug = -_d_dlat(geopotential, lat) / (EARTH_RADIUS_M * f)
-    vg = _d_dlon(geopotential) / (EARTH_RADIUS_M * coslat * f)
-    mask = (np.abs(np.asarray(latitudes)) >= min_abs_latitude)[:, None] * np.ones(u.shape[-1])
-    sq = ((u - ug) ** 2 + (v - vg) ** 2) * mask
-    w = np.asarray(weights)[:, None] * mask
-    return np.sqrt((sq * w).sum(axis=(-2, -1)) / w.sum())
-
-
-def hydrostatic_imbalance(
-    z_upper: np.ndarray,
-    z_lower: np.ndarray,
-    t_upper: np.ndarray,
-    t_lower: np.ndarray,
-    p_upper: float,
-    p_lower: float,
-    weights: np.ndarray,
-) -> np.ndarray:
-    """RMS (m² s⁻²) of thickness minus the hypsometric thickness R·T̄·ln(p_lower/p_upper).
-
-    T̄ is the log-pressure mean of the two levels' temperatures: exact for T linear in ln p.
-    """
-    thickness = z_upper - z_lower
-    hypsometric = R_DRY * 0.5 * (t_upper + t_lower) * np.log(p_lower / p_upper)
-    return np.sqrt(area_mean((thickness - hypsometric) ** 2, weights))
 
 
 def _torch_area_mean(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

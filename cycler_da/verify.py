@@ -253,15 +253,18 @@ def _open_truth(run: Run) -> xr.Dataset | None:
 def field_diagnostics(run: Run) -> dict:
     """Mean increment and analysis-bias maps, increment spectra and physical balance per window.
 
-    Reads the analysis and background files (ensemble means). Balance: RMS ageostrophic wind
-    at 500 hPa poleward of 20° (m/s) and RMS hypsometric residual of the 850–500 hPa thickness
-    (m² s⁻²), of the analyses and of the increments.
+    Reads the analysis and background files (ensemble means). Balance
+    (:meth:`cycler_da.core.balance.Balance.residual_rms`, the residuals Align-DA and PhyDA use):
+    RMS ageostrophic wind and RMS thermal-wind residual outside 15° of the equator (m/s), RMS
+    hypsometric residual of every layer (m² s⁻²), of the analyses, the increments and the truth.
     """
+    import torch
+
+    from cycler_da.core.balance import Balance
     from cycler_da.run_io import read_state, stamp
     from cycler_da.state import to_tensor
 
     labels = run.labels
-    index = {label: i for i, label in enumerate(labels)}
     weights = run.grid.area_weights()
     truth_ds = _open_truth(run)
     times = pd.DatetimeIndex(run.scores[TIME].values)
@@ -269,12 +272,12 @@ def field_diagnostics(run: Run) -> dict:
     bias_sum = np.zeros_like(increment_sum) if truth_ds is not None else None
     spectrum_sum = np.zeros((len(labels), run.grid.shape[1] // 2 + 1))
     kinds = ("analysis", "increment", "truth")
-    balance: dict[str, list[float]] = {f"{b}_{k}": [] for b in ("geostrophic", "hydrostatic") for k in kinds}
+    terms = ("geostrophic", "hydrostatic", "thermal")
+    balance: dict[str, list[float]] = {f"{b}_{k}": [] for b in terms for k in kinds}
+    operators = Balance(labels, run.grid.latitudes)
     if truth_ds is not None:  # one conversion for every window; its times are the run's windows
         truth_all = to_tensor(truth_ds, labels).double().numpy()
     rank_sum = None
-    has_geo = {"z500", "u500", "v500"} <= index.keys()
-    has_hydro = {"z500", "z850", "t500", "t850"} <= index.keys()
     for k, t in enumerate(times):
         a = read_state(run.path / "analysis" / f"{stamp(t)}.nc", labels).double().mean(0).numpy()
         b_members = read_state(run.path / "background" / f"{stamp(t)}.nc", labels).double().numpy()
@@ -291,28 +294,8 @@ def field_diagnostics(run: Run) -> dict:
                 ranks = [metrics.rank_histogram(b_members[:, c], truth[c]) for c in range(len(labels))]
                 rank_sum = np.stack(ranks) if rank_sum is None else rank_sum + np.stack(ranks)
         for name, x in states:
-            if has_geo:
-                balance[f"geostrophic_{name}"].append(
-                    float(
-                        metrics.geostrophic_imbalance(
-                            x[index["z500"]], x[index["u500"]], x[index["v500"]], run.grid.latitudes, weights
-                        )
-                    )
-                )
-            if has_hydro:
-                balance[f"hydrostatic_{name}"].append(
-                    float(
-                        metrics.hydrostatic_imbalance(
-                            x[index["z500"]],
-                            x[index["z850"]],
-                            x[index["t500"]],
-                            x[index["t850"]],
-                            500.0,
-                            850.0,
-                            weights,
-                        )
-                    )
-                )
+            for term, value in operators.residual_rms(torch.as_tensor(x)).items():
+                balance[f"{term}_{name}"].append(float(value))
     n = len(times)
     return {
         "mean_increment": increment_sum / n,

@@ -55,7 +55,9 @@ def print_tables(runs, summaries: list[dict], card: list[dict], console: Console
             title_justify="left",
         )
         keys = [
-            f"{b}_{k}" for b in ("geostrophic", "hydrostatic") for k in ("analysis", "increment", "truth")
+            f"{b}_{k}"
+            for b in ("geostrophic", "hydrostatic", "thermal")
+            for k in ("analysis", "increment", "truth")
         ]
         bal.add_column("run")
         for key in keys:

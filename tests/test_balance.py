@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from cycler_da.core.balance import Balance, latitude_derivative
+from cycler_da.core.balance import EARTH_RADIUS_M, OMEGA, R_DRY, Balance, latitude_derivative
 from cycler_da.regrid import gaussian_grid
 
 LABELS = ("z500", "z850", "t500", "t850", "u500", "v500", "u850", "v850")  # conftest's BALANCE_LABELS
@@ -65,3 +66,25 @@ def test_layers_need_every_variable_at_both_levels():
     )
     assert balance.geostrophic_levels == [500, 850]
     assert balance.thermal_layers == [(500, 850)]  # 250 hPa has winds but no temperature
+
+
+def test_residual_rms_in_si_units():
+    grid = gaussian_grid(32)
+    lat, lon = np.radians(grid.latitudes)[:, None], np.radians(grid.longitudes)[None, :]
+    labels = ["z500", "z850", "t500", "t850", "u500", "v500"]
+    balance = Balance(labels, grid.latitudes)
+    # Φ500 = C cos 2λ + const with its geostrophic wind v_g = −2C sin 2λ / (f a cos φ), u_g = 0
+    f = 2 * OMEGA * np.sin(lat)
+    v_g = -2 * 5000.0 * np.sin(2 * lon) / (f * EARTH_RADIUS_M * np.cos(lat))
+    z850 = np.full(grid.shape, 13000.0)
+    z500 = z850 + R_DRY * 265.0 * np.log(850 / 500) + 5000.0 * np.cos(2 * lon)
+    t500 = 250.0 + 5000.0 * np.cos(2 * lon) / (R_DRY * np.log(850 / 500)) * 2  # keeps the layer hydrostatic
+    fields = {"z500": z500, "z850": z850, "t500": t500, "t850": np.full(grid.shape, 280.0), "u500": 0 * z500}
+    fields = {k: np.broadcast_to(v, grid.shape) for k, v in fields.items()}
+    balanced = balance.residual_rms(torch.as_tensor(np.stack([*fields.values(), v_g])))
+    at_rest = balance.residual_rms(torch.as_tensor(np.stack([*fields.values(), 0 * v_g])))
+    assert float(balanced["geostrophic"]) < 1e-3 * float(at_rest["geostrophic"])
+    assert float(balanced["hydrostatic"]) < 1e-9
+    fields["z500"] = fields["z500"] + 30.0  # 30 m² s⁻² too thick everywhere
+    thick = balance.residual_rms(torch.as_tensor(np.stack([*fields.values(), v_g])))
+    assert float(thick["hydrostatic"]) == pytest.approx(30.0)

@@ -148,6 +148,25 @@ class Balance:
         dims = (-2, -1)
         return torch.sqrt((field.square() * weights).sum(dims) / weights.expand_as(field).sum(dims))
 
+    def residual_rms(self, state: Tensor) -> dict[str, Tensor]:
+        """Area-weighted RMS residuals in SI units, each ``(...)``, over all levels or layers:
+        ``geostrophic`` and ``thermal`` in m/s (outside the equatorial band), ``hydrostatic`` in m² s⁻²."""
+        _, cos_phi, mask, _ = self._geometry(state)
+        terms = {
+            "geostrophic": (self.geostrophic_levels, lambda x: self.geostrophic(x).square().sum(-3), mask),
+            "hydrostatic": (self.hydrostatic_layers, lambda x: self.hydrostatic(x).square(), None),
+            "thermal": (self.thermal_layers, lambda x: self.thermal_wind(x).square().sum(-3), mask),
+        }
+        result = {}
+        for kind, (present, squares, band) in terms.items():
+            if present:
+                weights = cos_phi if band is None else cos_phi * band
+                field = squares(state).mean(-3)  # over levels or layers
+                result[kind] = torch.sqrt(
+                    (field * weights[:, None]).sum((-2, -1)) / (weights.sum() * field.shape[-1])
+                )
+        return result
+
     def relative_imbalance(self, state: Tensor) -> dict[str, Tensor]:
         """Unitless imbalances, each ``(...)``: ``geostrophic`` (RMS residual wind over RMS wind,
         mean over levels), ``hydrostatic`` (RMS residual over RMS thickness, mean over layers) and
