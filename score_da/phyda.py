@@ -20,9 +20,9 @@ from cycler_da.core import MethodContext, MethodSpec, Observations
 from cycler_da.core.gridded import observations_on_grid
 from forecast_models.checkpoint import CheckpointError
 from score_da import checkpoint
-from score_da.dps import DPS, DPSParams
+from score_da.dps import DPS
 from score_da.latent import StateSpace
-from score_da.sampling import Draw, check_matches
+from score_da.sampling import Draw, ReverseParams, check_matches
 from score_da.vre import VirtualReconstruction
 
 # The shipped prior of each (prdo, vre) setting.
@@ -35,15 +35,22 @@ SHIPPED_PRIORS = {
 
 
 @dataclass(frozen=True)
-class PhyDAParams(DPSParams):
-    """Parameters of ``phyda`` (the autoencoder's do not apply: the prior samples the state)."""
+class PhyDAParams(ReverseParams):
+    """Parameters of ``phyda``: the reverse process's, the guidance and the prior's training."""
 
     prior: str = "default"
     """"default": the shipped prior trained with the `prdo` and `vre` settings; else a checkpoint path."""
+    scale: float = 1.0
+    """ζ, the DPS step on ‖r‖ of the misfit the conditioned prior leaves (0: no guidance)."""
     prdo: bool = True
     """The prior was trained with PRDO's physics penalty (False: the ablation without it)."""
     vre: bool = True
     """The prior is conditioned on the VRE's reconstruction (False: on the background alone)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.scale < 0:
+            raise ValueError(f"scale must be >= 0; got {self.scale}")
 
 
 class PhyDA(DPS):

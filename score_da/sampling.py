@@ -60,11 +60,12 @@ class LatentParams:
 
 
 @dataclass(frozen=True)
-class SamplerParams(LatentParams):
-    """Parameters of the diffusion methods (``dps``, ``lo-sda``)."""
+class ReverseParams:
+    """Parameters of a diffusion prior's reverse process (every diffusion method)."""
 
     prior: str = "default"
-    """The diffusion prior: a checkpoint path or a shipped name, trained on `vae`'s latents."""
+    """The diffusion prior: a checkpoint path or a shipped name; a latent prior must have been
+    trained on `vae`'s latents, a state-space one samples the grid itself."""
     steps: int = 32
     """Reverse steps from t = 1 to 0."""
     lead_hours: float = 6.0
@@ -79,13 +80,22 @@ class SamplerParams(LatentParams):
     """Posterior draws K per background member; the analysis is their mean."""
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1; got {self.steps}")
         if self.lead_hours <= 0:
             raise ValueError(f"lead_hours must be positive; got {self.lead_hours}")
         if self.samples is not None and self.samples < 1:
             raise ValueError(f"samples must be >= 1; got {self.samples}")
+
+
+@dataclass(frozen=True)
+class SamplerParams(ReverseParams, LatentParams):
+    """Parameters of the latent diffusion methods (``dps``, ``lo-sda``, ``align-da``): the reverse
+    process's and the autoencoder's (which a state-space prior leaves unused)."""
+
+    def __post_init__(self) -> None:
+        LatentParams.__post_init__(self)
+        ReverseParams.__post_init__(self)
 
 
 def check_matches(context: MethodContext, name: str, manifest: dict) -> None:
