@@ -237,17 +237,7 @@ def train_prior_model(
     parent = _initialise(denoiser, config, grid, stats) if config.init_from else None
     ema.load_state_dict(denoiser.state_dict())
     objective, physics = _objective(config, labels, grid, stats, train)
-    history = train_prior(
-        denoiser,
-        ema,
-        objective.schedule,
-        pairs,
-        valid_pairs,
-        config.training,
-        state_path,
-        progress,
-        objective,
-    )
+    history = train_prior(denoiser, ema, objective, pairs, valid_pairs, config.training, state_path, progress)
     phyda = {}
     if physics is not None:
         phyda["prdo"] = config.prdo.model_dump(mode="json") | {"truth_rms": physics.scales}

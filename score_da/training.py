@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from forecast_models.training import correlated_perturbation
 from score_da.latent import LatentSpace, StateSpace
 from score_da.networks import Denoiser
+from score_da.physics import prdo_weight
 from score_da.schedule import VPSchedule
 
 LEADS_HOURS = (6, 12, 24, 48)
@@ -352,8 +353,6 @@ class PriorObjective:
         eps_hat = denoiser(z_t, t, condition, lead)
         terms["eps"] = (eps_hat - eps).pow(2).mean()
         if self.physics is not None:
-            from score_da.physics import prdo_weight
-
             x0 = s.denoise(z_t, eps_hat, t[:, None, None, None])
             weight = prdo_weight(t, self.physics_weight, self.physics_schedule, s.mu(t))
             terms["physics"] = (weight * self.physics(x0)).mean()
@@ -362,17 +361,14 @@ class PriorObjective:
 
 
 @torch.no_grad()
-def validation_loss(
-    denoiser, schedule: VPSchedule, pairs: Pairs, seed: int = 1, batch: int = 128, objective=None
-) -> float:
-    """Mean ε-MSE over the pairs at fixed random times and noise (comparable across calls)."""
-    objective = objective or PriorObjective(schedule)
+def validation_loss(model, objective: PriorObjective, pairs: Pairs, seed: int = 1, batch: int = 128) -> float:
+    """Mean ε-MSE over the pairs at fixed random times, noise and observations (comparable across calls)."""
     generator = torch.Generator().manual_seed(seed)
-    denoiser.eval()
+    model.eval()
     total = 0.0
     for idx in torch.arange(len(pairs)).split(batch):
         z, z_b = pairs.truth[pairs.truth_index[idx]], pairs.background[idx]
-        loss = objective(denoiser, z, z_b, lead_code(pairs.lead_hours[idx]).to(z), generator)["eps"]
+        loss = objective(model, z, z_b, lead_code(pairs.lead_hours[idx]).to(z), generator)["eps"]
         total += float(loss) * len(idx)
     return total / len(pairs)
 
@@ -380,17 +376,15 @@ def validation_loss(
 def train_prior(
     denoiser: Denoiser,
     ema: Denoiser,
-    schedule: VPSchedule,
+    objective: PriorObjective,
     pairs: Pairs,
     valid: Pairs,
     config: PriorTraining,
     state_path: Path | None = None,
     progress: bool = True,
-    objective: PriorObjective | None = None,
 ) -> History:
-    """Trains `denoiser` with `objective` (default: the ε-loss); `ema` follows its exponential
-    moving average. With PhyDA's VRE, `denoiser` and `ema` are :class:`score_da.vre.PhyDAModel`."""
-    objective = objective or PriorObjective(schedule)
+    """Trains `denoiser` with `objective` (``PriorObjective(schedule)``: the ε-loss); `ema` follows
+    its exponential moving average. With PhyDA's VRE both are :class:`score_da.vre.PhyDAModel`."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     optimiser = torch.optim.AdamW(denoiser.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -434,13 +428,16 @@ def train_prior(
             record = {
                 "step": step + 1,
                 "train_loss": float(np.mean(losses)),
-                "valid_loss_ema": validation_loss(ema, schedule, valid, objective=objective),
+                "valid_loss_ema": validation_loss(ema, objective, valid),
                 "seconds": time.perf_counter() - began,
             } | {f"train_{key}": float(np.mean(values)) for key, values in extras.items() if values}
             history.add(
                 record,
                 f"prior step {step + 1}/{config.steps}: train ε-loss {record['train_loss']:.4f}, "
-                f"valid ε-loss (EMA) {record['valid_loss_ema']:.4f} [{record['seconds']:.0f} s]"
+                + "".join(
+                    f"{key} {record[f'train_{key}']:.4f}, " for key in extras if f"train_{key}" in record
+                )
+                + f"valid ε-loss (EMA) {record['valid_loss_ema']:.4f} [{record['seconds']:.0f} s]"
                 if progress
                 else None,
             )

@@ -20,7 +20,7 @@ from score_da.latent_3dvar import LatentThreeDVar, LatentThreeDVarParams
 from score_da.networks import Denoiser
 from score_da.sampling import Draw
 from score_da.schedule import VPSchedule
-from score_da.training import Pairs, PriorTraining, lead_code, train_prior
+from score_da.training import Pairs, PriorObjective, PriorTraining, lead_code, train_prior
 
 LABELS = ("z500", "z850", "t500", "t850", "u250", "v250", "u500", "v500", "u850", "v850", "msl")
 
@@ -90,7 +90,9 @@ def test_trained_tiny_prior_matches_the_training_distribution():
     denoiser, ema = make(), make()
     ema.load_state_dict(denoiser.state_dict())
     config = PriorTraining(steps=400, batch_size=64, lr=2e-3, ema=0.99, log_every=400)
-    history = train_prior(denoiser, ema, denoiser.schedule, pairs, pairs, config, progress=False)
+    history = train_prior(
+        denoiser, ema, PriorObjective(denoiser.schedule), pairs, pairs, config, progress=False
+    )
     assert history.records[-1]["valid_loss_ema"] < 0.5  # an untrained ε-predictor scores about 1
     sampler = DPS(None, ema, ema.schedule, DPSParams(steps=32, scale=0.0))
     condition = z_b[:1].expand(400, -1, -1, -1)
