@@ -154,6 +154,21 @@ def main() -> None:
                 f"  {protocol} {fraction:4.0%} {guidance:8} {aligned:16} z500 a-RMSE {change:+.1f} %{fc}; "
                 f"Geo {o['balance']['geostrophic']:.2f} vs {r['balance']['geostrophic']:.2f}; {compared(o, r)}"
             )
+    print("\nAgainst the baselines (paired comparison over windows), and the cycles' stability:")
+    for (protocol, fraction, spec), r in results.items():
+        if not spec.startswith("align-da"):
+            continue
+        name = spec.replace("align-da:", "")
+        for baseline in args.baselines:
+            if (o := results.get((protocol, fraction, baseline))) is not None:
+                print(f"  {protocol} {fraction:4.0%} {name} against {baseline}: {compared(r, o)}")
+        if protocol == "cycle":
+            drift = r["trend_per_day"][z] / max(r["trend_error"][z], 1e-12)
+            print(
+                f"  {protocol} {fraction:4.0%} {name}: z500 analysis-error trend over the second half "
+                f"{100 * r['trend_per_day'][z]:+.2f} %/day ({drift:+.1f} s.e.), largest of any channel "
+                f"{100 * np.max(np.abs(r['trend_per_day'])):.2f} %/day"
+            )
     print("\nOne-off cost:")
     print("\n".join(one_off_cost()) or "  (no aligned prior shipped)")
     print(
