@@ -11,9 +11,8 @@ from cycler_da import nature
 from cycler_da.config import ForecastDataConfig, ForecastTrainingConfig
 from cycler_da.core.channels import TIME
 from cycler_da.normalization import compute_stats
-from cycler_da.provenance import interrupted_state, training_provenance
+from cycler_da.provenance import interrupted_state, parent_provenance, training_provenance
 from cycler_da.state import Grid, to_tensor
-from forecast_models.checkpoint import file_hash
 
 
 def nature_spec(data: ForecastDataConfig, seed: int | None = None) -> nature.NatureSpec:
@@ -196,13 +195,4 @@ def _initialise(emulator, config: ForecastTrainingConfig, grid: Grid, stats) -> 
     if widened:
         state_dict = _widen_for_tendency(state_dict, len(config.data.channels))
     emulator.network.load_state_dict(state_dict)
-    training = manifest.get("training", {})
-    parent = {
-        "path": str(path),
-        "sha256": file_hash(path),
-        "command": training.get("command"),
-        "wall_seconds": training.get("wall_seconds"),
-    }
-    if training.get("init_from"):  # the parent's own parent: the whole chain of stages stays on record
-        parent["init_from"] = training["init_from"]
-    return parent
+    return parent_provenance(path, manifest)

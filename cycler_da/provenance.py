@@ -67,6 +67,23 @@ def training_provenance(command: str, device: str, wall_seconds: float) -> dict:
     }
 
 
+def parent_provenance(path: Path, manifest: dict) -> dict:
+    """What a training started from (``init_from``): the parent checkpoint's path, hash, command and
+    training time, and its own parent's, so the whole chain of stages stays on record."""
+    from forecast_models.checkpoint import file_hash
+
+    training = manifest.get("training", {})
+    parent = {
+        "path": str(path),
+        "sha256": file_hash(path),
+        "command": training.get("command"),
+        "wall_seconds": training.get("wall_seconds"),
+    }
+    if training.get("init_from"):
+        parent["init_from"] = training["init_from"]
+    return parent
+
+
 def interrupted_state(out: Path, resume: bool, suffix: str = ".train-state") -> Path:
     """Where a training that writes `out` keeps its resumable state; refuses a leftover one unless resuming."""
     path = out.with_name(out.name + suffix)

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from cycler_da.config import ForecastDataConfig, Strict
 from cycler_da.core.balance import Balance
-from cycler_da.provenance import interrupted_state, training_provenance
+from cycler_da.provenance import interrupted_state, parent_provenance, training_provenance
 from forecast_models.checkpoint import file_hash
 from score_da import checkpoint
 from score_da.checkpoint import load_latent_space
@@ -340,10 +340,4 @@ def _initialise(model, config: PriorTrainingConfig, grid, stats) -> dict:
         model.denoiser.load_state_dict(state_dict)
     else:
         model.load_state_dict(state_dict)
-    training = manifest.get("training", {})
-    return {
-        "path": str(path),
-        "sha256": file_hash(path),
-        "command": training.get("command"),
-        "wall_seconds": training.get("wall_seconds"),
-    } | ({"init_from": training["init_from"]} if training.get("init_from") else {})
+    return parent_provenance(path, manifest)

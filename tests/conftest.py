@@ -208,3 +208,37 @@ def balanced_state():
     fields["t500"] = 2 * (fields["z500"] - fields["z850"]) / (R_DRY * math.log(850 / 500)) - fields["t850"]
     state = torch.as_tensor(np.stack([fields[c] for c in BALANCE_LABELS]))[None]
     return state, lat
+
+
+@pytest.fixture
+def prior_window():
+    """make(prior, members=1) → (MethodContext, background, Observations) on a prior's grid and
+    channels: a random normalised truth, members of truth + 0.5 N(0, 1), and every channel observed
+    in 10 % of the grid columns with σ_o = 0.1."""
+    import numpy as np
+    import torch
+
+    from cycler_da.core import MethodContext, Observations
+    from cycler_da.state import Grid
+    from observation_ops.operator import PointObservationOperator
+    from score_da import checkpoint
+
+    def make(prior: Path, members: int = 1):
+        manifest, _ = checkpoint.read(prior, "prior")
+        grid, labels = Grid.from_dict(manifest["grid"]), manifest["channels"]
+        rng = np.random.default_rng(0)
+        nlat, nlon = grid.shape
+        columns = rng.choice(nlat * nlon, nlat * nlon // 10, replace=False)
+        channel = np.repeat(np.arange(len(labels)), len(columns))
+        i, j = np.tile(columns // nlon, len(labels)), np.tile(columns % nlon, len(labels))
+        op = PointObservationOperator(
+            channel, grid.latitudes[i], grid.longitudes[j], grid.latitudes, grid.longitudes
+        )
+        g = torch.Generator().manual_seed(5)
+        truth = torch.randn(1, len(labels), *grid.shape, generator=g)
+        background = truth + 0.5 * torch.randn(members, len(labels), *grid.shape, generator=g)
+        y = op(truth.double())[0] + 0.1 * torch.as_tensor(rng.standard_normal(len(channel)))
+        context = MethodContext(labels, grid.latitudes, grid.longitudes)
+        return context, background, Observations(y, torch.full_like(y, 0.1), op)
+
+    return make

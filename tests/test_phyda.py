@@ -7,13 +7,11 @@ import pytest
 import torch
 
 from cycler_da.config import parse_config
-from cycler_da.core import MethodContext, Observations
 from cycler_da.core.balance import Balance
 from cycler_da.normalization import NormStats
 from cycler_da.state import Grid
 from cycler_da.train_score import PriorTrainingConfig, VREConfig, _initialise, _prior_model
 from forecast_models.checkpoint import CheckpointError, file_hash
-from observation_ops.operator import PointObservationOperator
 from score_da import checkpoint, phyda
 from score_da.networks import Denoiser
 from score_da.physics import ResidualSet
@@ -105,29 +103,10 @@ def test_the_vre_with_dense_exact_observations_reconstructs_them():
     assert float(error) < 0.15  # the background is 1.0 off; ignoring the observations leaves >= 0.7
 
 
-def _window(prior):
-    manifest, _ = checkpoint.read(prior, "prior")
-    grid = Grid.from_dict(manifest["grid"])
-    context = MethodContext(LABELS, grid.latitudes, grid.longitudes)
-    rng = np.random.default_rng(0)
-    nlat, nlon = grid.shape
-    columns = rng.choice(nlat * nlon, nlat * nlon // 10, replace=False)
-    channel = np.repeat(np.arange(len(LABELS)), len(columns))
-    i, j = np.tile(columns // nlon, len(LABELS)), np.tile(columns % nlon, len(LABELS))
-    op = PointObservationOperator(
-        channel, grid.latitudes[i], grid.longitudes[j], grid.latitudes, grid.longitudes
-    )
-    g = torch.Generator().manual_seed(5)
-    truth = torch.randn(1, len(LABELS), *grid.shape, generator=g)
-    background = truth + 0.5 * torch.randn(2, len(LABELS), *grid.shape, generator=g)
-    y = op(truth.double())[0] + 0.1 * torch.as_tensor(rng.standard_normal(len(channel)))
-    return context, background, Observations(y, torch.full_like(y, 0.1), op)
-
-
 @pytest.mark.parametrize(("prdo", "vre"), [(True, True), (False, True), (True, False), (False, False)])
-def test_phyda_runs_a_window_with_and_without_each_ablation(tiny_phyda_priors, prdo, vre):
+def test_phyda_runs_a_window_with_and_without_each_ablation(tiny_phyda_priors, prior_window, prdo, vre):
     prior = tiny_phyda_priors[(prdo, vre)]
-    context, background, obs = _window(prior)
+    context, background, obs = prior_window(prior, members=2)
     params = phyda.PhyDAParams(prior=str(prior), prdo=prdo, vre=vre, steps=4, scale=0.1)
     method = phyda.build(context, params)
     assert (method.vre is not None) == vre
@@ -142,9 +121,9 @@ def test_phyda_runs_a_window_with_and_without_each_ablation(tiny_phyda_priors, p
         assert set(manifest["prdo"]["truth_rms"]) == {"geostrophic", "hydrostatic", "thermal"}
 
 
-def test_phyda_refuses_a_prior_trained_otherwise_and_dps_refuses_a_vre_prior(tiny_phyda_priors):
+def test_phyda_refuses_a_prior_trained_otherwise_and_dps_refuses_a_vre_prior(tiny_phyda_priors, prior_window):
     prior = tiny_phyda_priors[(True, True)]
-    context, _, _ = _window(prior)
+    context, _, _ = prior_window(prior)
     with pytest.raises(
         CheckpointError, match=r"trained with prdo=True, vre=True, but the parameters ask for prdo=False"
     ):
