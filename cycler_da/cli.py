@@ -365,9 +365,11 @@ def train_prior(
     Pairs: the forecast model's 6/12/24/48-h forecasts over the training years, started from
     the truth and from truth + analysis-like perturbations, encoded with the autoencoder
     (config key vae, default the shipped one) or, with --space state, left on the grid as
-    normalised states (no autoencoder, so no reconstruction floor; 4x the pixels). VP cosine
-    schedule, epsilon-prediction; the EMA weights are written to OUT. dps, lo-sda and
-    align-da take either kind by path (prior: PATH).
+    normalised states (no autoencoder, so no reconstruction floor; 4x the pixels). The pairs
+    are made once per setting and kept in the data directory (pairs/), so a fine-tune or an
+    ablation on the same pairs starts at once. VP cosine schedule, epsilon-prediction; the EMA
+    weights are written to OUT. dps, lo-sda and align-da take either kind by path
+    (prior: PATH).
 
     Example: cycler train prior --steps 20000 --out prior.pt
              cycler train prior --config configs/prior_t21_state.yaml --out prior-state.pt

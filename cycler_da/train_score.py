@@ -7,6 +7,8 @@ the checkpoints record how (command, configuration, data, scores, versions).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -16,7 +18,8 @@ from pydantic import Field
 
 from cycler_da.config import ForecastDataConfig, Strict
 from cycler_da.core.balance import Balance
-from cycler_da.provenance import interrupted_state, parent_provenance, training_provenance
+from cycler_da.paths import data_dir
+from cycler_da.provenance import config_hash, interrupted_state, parent_provenance, training_provenance
 from forecast_models.checkpoint import file_hash
 from score_da import checkpoint
 from score_da.checkpoint import load_latent_space
@@ -27,6 +30,7 @@ from score_da.schedule import VPSchedule
 from score_da.training import (
     LEADS_HOURS,
     AutoencoderTraining,
+    Pairs,
     PriorObjective,
     PriorTraining,
     forecast_pairs,
@@ -35,6 +39,9 @@ from score_da.training import (
     train_prior,
 )
 from score_da.vre import PhyDAModel, VirtualReconstruction, column_observations
+
+# Part of the pairs cache key: bump it when forecast_pairs changes what it makes.
+PAIRS_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -225,11 +232,26 @@ def train_prior_model(
         )
     leads = tuple(config.pairs.leads_hours)
     stride = config.pairs.start_stride
-    pairs = forecast_pairs(
-        emulator, space, train, leads, perturb, config.training.seed, stride=stride, progress=progress
+    key = {
+        "data": config.data.model_dump(mode="json"),
+        "pairs": config.pairs.model_dump(mode="json"),
+        "seed": config.training.seed,
+        "space": config.space,
+        "vae_sha256": file_hash(vae_path) if vae_path is not None else None,
+        "forecast_checkpoint_sha256": file_hash(fc_path),
+        "version": PAIRS_VERSION,
+    }
+    pairs = cached_pairs(
+        key | {"period": "train"},
+        lambda: forecast_pairs(
+            emulator, space, train, leads, perturb, config.training.seed, stride=stride, progress=progress
+        ),
     )
-    valid_pairs = forecast_pairs(
-        emulator, space, valid, leads, perturb, config.training.seed + 1, progress=progress
+    valid_pairs = cached_pairs(
+        key | {"period": "valid"},
+        lambda: forecast_pairs(
+            emulator, space, valid, leads, perturb, config.training.seed + 1, progress=progress
+        ),
     )
     torch.manual_seed(config.training.seed)
     arch = config.model.as_dict() | ({"conditions": 2} if config.vre.enabled else {})
@@ -271,6 +293,23 @@ def train_prior_model(
     checkpoint.save(out, ema.cpu(), manifest)
     state_path.unlink(missing_ok=True)
     return manifest
+
+
+def cached_pairs(key: dict, make: Callable[[], Pairs]) -> Pairs:
+    """The pairs named by `key`, made once and kept in the data directory (``pairs/``).
+
+    Making them runs the emulator over the training years (minutes); a prior fine-tuned or
+    ablated on the same pairs reads them back, bit-identical.
+    """
+    path = data_dir() / "pairs" / f"pairs-{config_hash(key)}.pt"
+    if path.exists():
+        return Pairs(**torch.load(path))
+    pairs = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(vars(pairs), tmp)
+    os.replace(tmp, path)
+    return pairs
 
 
 def _prior_model(config: PriorTrainingConfig, channels: int, latitudes, arch: dict):

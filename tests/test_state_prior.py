@@ -52,3 +52,28 @@ def test_state_prior_refuses_a_run_with_other_channels(tiny_state_prior, prior_w
     fewer = MethodContext(LABELS[:3], context.latitudes, context.longitudes)
     with pytest.raises(CheckpointError, match="trained on channels"):
         build_method("dps", fewer, prior=str(tiny_state_prior))
+
+
+def test_pairs_are_made_once_per_key_and_read_back_identical(data_dir):
+    from cycler_da.train_score import cached_pairs
+    from score_da.training import Pairs
+
+    made = []
+
+    def make():
+        made.append(1)
+        return Pairs(
+            torch.randn(5, 2, 4, 8),
+            torch.tensor([1, 2, 3]),
+            torch.randn(3, 2, 4, 8),
+            torch.tensor([6.0, 12.0, 6.0]),
+        )
+
+    first = cached_pairs({"period": "train", "seed": 0}, make)
+    again = cached_pairs({"period": "train", "seed": 0}, make)
+    other = cached_pairs({"period": "train", "seed": 1}, make)
+    assert len(made) == 2
+    for name in ("truth", "truth_index", "background", "lead_hours"):
+        assert torch.equal(getattr(first, name), getattr(again, name))
+    assert not torch.equal(first.background, other.background)
+    assert sorted(p.name.startswith("pairs-") for p in (data_dir / "pairs").iterdir()) == [True, True]
