@@ -260,7 +260,7 @@ def field_diagnostics(run: Run) -> dict:
     """
     import torch
 
-    from cycler_da.core.balance import Balance
+    from cycler_da.core.balance import TERMS, Balance
     from cycler_da.run_io import read_state, stamp
     from cycler_da.state import to_tensor
 
@@ -272,8 +272,7 @@ def field_diagnostics(run: Run) -> dict:
     bias_sum = np.zeros_like(increment_sum) if truth_ds is not None else None
     spectrum_sum = np.zeros((len(labels), run.grid.shape[1] // 2 + 1))
     kinds = ("analysis", "increment", "truth")
-    terms = ("geostrophic", "hydrostatic", "thermal")
-    balance: dict[str, list[float]] = {f"{b}_{k}": [] for b in terms for k in kinds}
+    balance: dict[str, list[float]] = {f"{b}_{k}": [] for b in TERMS for k in kinds}
     operators = Balance(labels, run.grid.latitudes)
     if truth_ds is not None:  # one conversion for every window; its times are the run's windows
         truth_all = to_tensor(truth_ds, labels).double().numpy()

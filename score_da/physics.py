@@ -15,9 +15,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from cycler_da.core.balance import Balance
+from cycler_da.core.balance import TERMS, Balance
 
-TERMS = ("geostrophic", "hydrostatic", "thermal")
 Schedule = Literal["constant", "signal"]
 
 
@@ -39,24 +38,14 @@ class ResidualSet:
         self.std = torch.as_tensor(std, dtype=torch.float32)[:, None, None]
 
     @classmethod
-    def available(cls, balance: Balance) -> list[str]:
-        """The terms the channel set supports."""
-        have = {
-            "geostrophic": balance.geostrophic_levels,
-            "hydrostatic": balance.hydrostatic_layers,
-            "thermal": balance.thermal_layers,
-        }
-        return [term for term in TERMS if have[term]]
-
-    @classmethod
     def fit(
         cls, balance: Balance, mean, std, truth: Tensor, terms: list[str] | tuple[str, ...], batch: int = 64
     ) -> ResidualSet:
         """The set of `terms` scaled by the truth's own RMS residuals over normalised states `truth`."""
-        missing = [t for t in terms if t not in cls.available(balance)]
+        missing = [t for t in terms if t not in balance.terms]
         if missing:
             raise ValueError(
-                f"the channels support no {', '.join(missing)} residual; they support {', '.join(cls.available(balance))}"
+                f"the channels support no {', '.join(missing)} residual; they support {', '.join(balance.terms)}"
             )
         unit = cls(balance, mean, std, dict.fromkeys(terms, 1.0))
         squares = {t: 0.0 for t in terms}
@@ -69,12 +58,8 @@ class ResidualSet:
     def terms(self, x: Tensor) -> dict[str, Tensor]:
         """Each term's residual of normalised `x`, in units of the truth's RMS."""
         physical = x * self.std.to(x) + self.mean.to(x)
-        operator = {
-            "geostrophic": self.balance.geostrophic,
-            "hydrostatic": self.balance.hydrostatic,
-            "thermal": self.balance.thermal_wind,
-        }
-        return {term: operator[term](physical) / scale for term, scale in self.scales.items()}
+        residuals = self.balance.residuals(physical, list(self.scales))
+        return {term: r / self.scales[term] for term, r in residuals.items()}
 
     def __call__(self, x: Tensor) -> Tensor:
         """(batch,) mean over terms of mean(R²): about 1 for the truth."""

@@ -34,7 +34,7 @@ def test_residuals_are_small_for_a_balanced_state_and_one_for_the_truth_they_wer
         + torch.randn(4, *state.shape[1:], generator=g)
         * torch.tensor([50.0, 50, 1, 1, 3, 3, 3, 3])[:, None, None]
     )
-    residuals = ResidualSet.fit(balance, zero, one, noisy, ResidualSet.available(balance))
+    residuals = ResidualSet.fit(balance, zero, one, noisy, balance.terms)
     assert set(residuals.scales) == {"geostrophic", "hydrostatic", "thermal"}
     assert float(residuals(noisy).mean()) == pytest.approx(1.0, rel=1e-4)  # the truth's own magnitude
     assert float(residuals(state)) < 1e-4  # balanced: far below the noisy states'

@@ -32,6 +32,8 @@ from cycler_da.core.channels import channels
 EARTH_RADIUS_M = 6.371e6
 OMEGA = 7.292e-5
 R_DRY = 287.05
+TERMS = ("geostrophic", "hydrostatic", "thermal")
+VECTOR_TERMS = ("geostrophic", "thermal")  # (u, v) residuals, masked near the equator
 
 
 def latitude_derivative(latitudes: np.ndarray) -> np.ndarray:
@@ -86,11 +88,33 @@ class Balance:
         self.band = band
         self._dphi = latitude_derivative(self.latitudes)
 
+    @property
+    def terms(self) -> list[str]:
+        """The residual terms the channels support, in :data:`TERMS` order."""
+        present = {
+            "geostrophic": self.geostrophic_levels,
+            "hydrostatic": self.hydrostatic_layers,
+            "thermal": self.thermal_layers,
+        }
+        return [term for term in TERMS if present[term]]
+
+    def residuals(self, state: Tensor, terms: list[str] | tuple[str, ...] | None = None) -> dict[str, Tensor]:
+        """Each term's residual field in SI units (:meth:`geostrophic`, :meth:`hydrostatic`,
+        :meth:`thermal_wind`); `terms` default to all the channels support."""
+        operator = {
+            "geostrophic": self.geostrophic,
+            "hydrostatic": self.hydrostatic,
+            "thermal": self.thermal_wind,
+        }
+        return {term: operator[term](state) for term in (self.terms if terms is None else terms)}
+
     def _geometry(self, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """f (1 inside the band, where the terms are masked: no division by ~0), cos φ, the
+        band mask and the latitude derivative, each on `like`'s dtype and device."""
         lat = torch.as_tensor(self.latitudes, dtype=like.dtype, device=like.device)
         phi = torch.deg2rad(lat)
-        coriolis = 2 * OMEGA * torch.sin(phi)
         mask = (lat.abs() >= self.band).to(like.dtype)
+        coriolis = torch.where(mask > 0, 2 * OMEGA * torch.sin(phi), torch.ones_like(phi))
         dphi = torch.as_tensor(self._dphi, dtype=like.dtype, device=like.device)
         return coriolis, torch.cos(phi), mask, dphi
 
@@ -98,12 +122,12 @@ class Balance:
         """(u − u_g, v − v_g) in m/s, ``(..., level, 2, lat, lon)``, zero in the equatorial band."""
         index = self.index
         coriolis, cos_phi, mask, dphi = self._geometry(state)
-        safe_f = torch.where(mask > 0, coriolis, torch.ones_like(coriolis))[:, None]
+        f = coriolis[:, None]
         out = []
         for p in self.geostrophic_levels:
             z, u, v = (state[..., index[(name, p)], :, :] for name in ("z", "u", "v"))
-            u_g = -torch.einsum("ij,...jk->...ik", dphi, z) / (safe_f * EARTH_RADIUS_M)
-            v_g = longitude_derivative(z) / (safe_f * EARTH_RADIUS_M * cos_phi[:, None])
+            u_g = -torch.einsum("ij,...jk->...ik", dphi, z) / (f * EARTH_RADIUS_M)
+            v_g = longitude_derivative(z) / (f * EARTH_RADIUS_M * cos_phi[:, None])
             out.append(torch.stack([u - u_g, v - v_g], dim=-3) * mask[:, None])
         return torch.stack(out, dim=-4)
 
@@ -123,25 +147,31 @@ class Balance:
             out.append(thickness - R_DRY * mean_t * float(np.log(bottom / top)))
         return torch.stack(out, dim=-3)
 
+    def shear(self, state: Tensor) -> Tensor:
+        """(u_top − u_bottom, v_top − v_bottom) of each thermal layer in m/s, ``(..., layer, 2, lat, lon)``."""
+        wind = [
+            torch.stack(
+                [
+                    state[..., self.index[(v, top)], :, :] - state[..., self.index[(v, bottom)], :, :]
+                    for v in "uv"
+                ],
+                dim=-3,
+            )
+            for top, bottom in self.thermal_layers
+        ]
+        return torch.stack(wind, dim=-4)
+
     def thermal_wind(self, state: Tensor) -> Tensor:
         """Wind shear minus the thermal wind in m/s, ``(..., layer, 2, lat, lon)``, zero in the equatorial band."""
         index = self.index
         coriolis, cos_phi, mask, dphi = self._geometry(state)
-        safe_f = torch.where(mask > 0, coriolis, torch.ones_like(coriolis))[:, None]
         out = []
-        for top, bottom in self.thermal_layers:
-            field = {
-                (name, p): state[..., index[(name, p)], :, :]
-                for name in ("u", "v", "t")
-                for p in (top, bottom)
-            }
-            mean_t = 0.5 * (field[("t", top)] + field[("t", bottom)])
-            factor = R_DRY * float(np.log(bottom / top)) / (safe_f * EARTH_RADIUS_M)
+        for shear, (top, bottom) in zip(self.shear(state).unbind(-4), self.thermal_layers, strict=True):
+            mean_t = 0.5 * (state[..., index[("t", top)], :, :] + state[..., index[("t", bottom)], :, :])
+            factor = R_DRY * float(np.log(bottom / top)) / (coriolis[:, None] * EARTH_RADIUS_M)
             u_thermal = -factor * torch.einsum("ij,...jk->...ik", dphi, mean_t)
             v_thermal = factor * longitude_derivative(mean_t) / cos_phi[:, None]
-            shear_u = field[("u", top)] - field[("u", bottom)]
-            shear_v = field[("v", top)] - field[("v", bottom)]
-            out.append(torch.stack([shear_u - u_thermal, shear_v - v_thermal], dim=-3) * mask[:, None])
+            out.append((shear - torch.stack([u_thermal, v_thermal], dim=-3)) * mask[:, None])
         return torch.stack(out, dim=-4)
 
     def _area_rms(self, field: Tensor, weights: Tensor) -> Tensor:
@@ -152,19 +182,16 @@ class Balance:
         """Area-weighted RMS residuals in SI units, each ``(...)``, over all levels or layers:
         ``geostrophic`` and ``thermal`` in m/s (outside the equatorial band), ``hydrostatic`` in m² s⁻²."""
         _, cos_phi, mask, _ = self._geometry(state)
-        terms = {
-            "geostrophic": (self.geostrophic_levels, lambda x: self.geostrophic(x).square().sum(-3), mask),
-            "hydrostatic": (self.hydrostatic_layers, lambda x: self.hydrostatic(x).square(), None),
-            "thermal": (self.thermal_layers, lambda x: self.thermal_wind(x).square().sum(-3), mask),
-        }
         result = {}
-        for kind, (present, squares, band) in terms.items():
-            if present:
-                weights = cos_phi if band is None else cos_phi * band
-                field = squares(state).mean(-3)  # over levels or layers
-                result[kind] = torch.sqrt(
-                    (field * weights[:, None]).sum((-2, -1)) / (weights.sum() * field.shape[-1])
-                )
+        for term, residual in self.residuals(state).items():
+            vector = term in VECTOR_TERMS
+            weights = cos_phi * mask if vector else cos_phi
+            field = (residual.square().sum(-3) if vector else residual.square()).mean(
+                -3
+            )  # over levels or layers
+            result[term] = torch.sqrt(
+                (field * weights[:, None]).sum((-2, -1)) / (weights.sum() * field.shape[-1])
+            )
         return result
 
     def relative_imbalance(self, state: Tensor) -> dict[str, Tensor]:
@@ -194,18 +221,7 @@ class Balance:
         if self.thermal_layers:
             weights = (cos_phi * mask)[:, None]
             residual = self._area_rms(self.thermal_wind(state).square().sum(-3).sqrt(), weights)
-            shear = torch.stack(
-                [
-                    torch.sqrt(
-                        sum(
-                            (state[..., index[(v, top)], :, :] - state[..., index[(v, bottom)], :, :]) ** 2
-                            for v in ("u", "v")
-                        )
-                    )
-                    for top, bottom in self.thermal_layers
-                ],
-                dim=-3,
-            )
+            shear = self.shear(state).square().sum(-3).sqrt()
             result["thermal"] = (residual / self._area_rms(shear, weights)).mean(-1)
         return result
 
