@@ -31,6 +31,10 @@ SHIPPED = {
         "anomaly": WEIGHTS_DIR / "prior-T21-anomaly.pt",
         "aligned": WEIGHTS_DIR / "prior-T21-aligned.pt",
         "aligned-physics": WEIGHTS_DIR / "prior-T21-aligned-physics.pt",
+        "state-default": WEIGHTS_DIR / "prior-T21-state.pt",
+        "phyda": WEIGHTS_DIR / "prior-T21-phyda.pt",
+        "phyda-no-prdo": WEIGHTS_DIR / "prior-T21-phyda-no-prdo.pt",
+        "phyda-no-vre": WEIGHTS_DIR / "prior-T21-phyda-no-vre.pt",
     },
 }
 
