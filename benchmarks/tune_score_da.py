@@ -1,8 +1,10 @@
 """Parameter sweep of dps, lo-sda and latent-3dvar on short cycles (the table their defaults were chosen from).
 
-    python benchmarks/tune_score_da.py [--days 3] [--fraction 0.05] [--runs-dir benchmarks/tune-runs] [--only 2 4 ...]
+    python benchmarks/tune_score_da.py [--days 3] [--fraction 0.05] [--start 2018-01-01]
+        [--runs-dir benchmarks/tune-runs] [--only 2 4 ...]
 
-Each trial cycles from 2018-01-01 on the embedded nature run with the shipped forecast model,
+Each trial cycles from --start (2018-01-01; the trials before the state-space prior's were
+chosen there, later ones on the validation months) on the embedded nature run with the shipped forecast model,
 autoencoder and prior, one member, no forecasts (complete runs in --runs-dir are reused).
 Prints per trial the analysis RMSE over all windows, O−A RMS in units of σ_o, the method's
 χ²/m and the median wall time per window.
@@ -69,6 +71,16 @@ TRIALS = [
     ("lo-sda", {**ANOMALY, "stochastic": True, "residual_b_scale": 1.0, "fit_target": 1.0}),
     ("lo-sda", {**ANOMALY, "stochastic": False, "residual_b_scale": 1.5, "fit_target": 0.7}),
     ("lo-sda", {**ANOMALY, "stochastic": False, "residual_b_scale": 1.5, "fit_target": 0.5}),
+    # The state-space prior (no autoencoder) and PhyDA: the guidance step ζ, chosen on the
+    # validation months (--start 2017-11-15) at 1 % and 5 %.
+    ("dps", {"prior": "state-default", "scale": 0.25}),
+    ("dps", {"prior": "state-default", "scale": 0.5}),
+    ("dps", {"prior": "state-default", "scale": 1.0}),
+    ("phyda", {"scale": 0.0}),  # the VRE-conditioned prior alone
+    ("phyda", {"scale": 0.25}),
+    ("phyda", {"scale": 0.5}),
+    ("phyda", {"scale": 1.0}),
+    ("lo-sda", {"prior": "state-default"}),
 ]
 SHOW = ("z500", "t850", "u250", "v500", "msl")
 
@@ -77,6 +89,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=float, default=3)
     parser.add_argument("--fraction", type=float, default=0.05)
+    parser.add_argument("--start", default="2018-01-01")
     parser.add_argument("--runs-dir", type=Path, default=Path("benchmarks/tune-runs"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", nargs="+", default=None, help="run only these trial numbers (0-based)")
@@ -84,7 +97,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(
         f"tune_score_da — {date.today()} — {platform.machine()}, {torch.get_num_threads()} torch threads; "
-        f"{args.days:g}-day cycles from 2018-01-01, {args.fraction:.0%} columns, 1 member; RMSE over all windows"
+        f"{args.days:g}-day cycles from {args.start}, {args.fraction:.0%} columns, 1 member; RMSE over all windows"
     )
     print(
         f"{'trial':40} "
@@ -94,9 +107,12 @@ def main() -> None:
     for number, (method, params) in enumerate(TRIALS):
         if args.only is not None and str(number) not in args.only:
             continue
-        name = f"{method}-{args.fraction:g}-{args.days:g}d-" + "-".join(f"{k}{v}" for k, v in params.items())
+        start = "" if args.start == "2018-01-01" else f"{args.start}-"
+        name = f"{method}-{start}{args.fraction:g}-{args.days:g}d-" + "-".join(
+            f"{k}{v}" for k, v in params.items()
+        )
         cfg = {
-            "run": {"start": "2018-01-01", "days": args.days, "name": name, "runs_dir": str(args.runs_dir)},
+            "run": {"start": args.start, "days": args.days, "name": name, "runs_dir": str(args.runs_dir)},
             "method": {"name": method, "params": params},
             "forecast": {"from_hours": []},
             "observations": {"networks": [{"kind": "columns", "fraction": args.fraction}]},
