@@ -543,6 +543,71 @@ def run(
     typer.echo(_run_summary(run_dir, time.perf_counter() - began))
 
 
+@app.command("sweep")
+def sweep(
+    sweep_file: Annotated[
+        Path, typer.Argument(metavar="SWEEP.yaml", help="The sweep: base config and axes.")
+    ],
+    scheduler: Annotated[
+        str | None, typer.Option(help="A running Dask scheduler (tcp://host:8786); default: a LocalCluster.")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="LocalCluster workers [cores // the sweep's threads].")
+    ] = None,
+    dashboard: Annotated[str, typer.Option(help="LocalCluster dashboard address.")] = ":8787",
+    dry_run: Annotated[
+        bool, typer.Option(help="List the runs and what is left of each; run nothing.")
+    ] = False,
+) -> None:
+    """Run every combination of a sweep's axes as tasks on a Dask cluster.
+
+    The sweep file names a base run config and the config keys to vary; each combination is a
+    run named after its values under runs_dir/NAME/. Runs already complete are skipped; an
+    unfinished one resumes from its last complete window, also when its worker dies, so running
+    the same sweep again after a crash finishes it with results identical to an uninterrupted
+    sweep. Workers are single tasks of `threads` torch threads each (sweep file, default 1).
+
+    Example (SWEEP.yaml):
+
+        name: density
+        base: 3dvar.yaml
+        axes:
+          method.name: [3dvar, enkf]
+          observations.networks[0].fraction: [0.01, 0.05]
+
+    cycler sweep SWEEP.yaml; then cycler verify runs/density/* (runs of one start together)
+    """
+    from cycler_da.config import ConfigError
+    from cycler_da.sweep import cluster, expand, load_sweep, progress_of, run_sweep, windows_of
+
+    try:
+        spec = load_sweep(sweep_file)
+        runs = expand(spec)
+    except (ConfigError, ValueError) as err:
+        _fail(str(err))
+    states = {run.name: progress_of(run) for run in runs}
+    left = [run for run in runs if not states[run.name][1]]
+    typer.echo(
+        f"sweep {spec.name}: {len(runs)} runs in {spec.runs_dir / spec.name}, {len(runs) - len(left)} complete, "
+        f"{len(left)} to run ({spec.threads} torch thread(s) each)"
+    )
+    if dry_run:
+        for run in runs:
+            done, complete = states[run.name]
+            typer.echo(f"  {run.name:40} {'complete' if complete else f'{done}/{windows_of(run)} windows'}")
+        return
+    if not left:
+        return
+    with cluster(scheduler, workers, spec.threads, dashboard) as client:
+        typer.echo(f"dashboard: {client.dashboard_link}")
+        failed = run_sweep(client, runs, spec.threads)
+    for name, error in failed.items():
+        typer.secho(f"error: run {name}: {error}", fg=typer.colors.RED, err=True)
+    if failed:
+        raise typer.Exit(code=1)
+    typer.echo(f"sweep {spec.name}: all {len(runs)} runs complete in {spec.runs_dir / spec.name}")
+
+
 def _run_summary(run_dir: Path, seconds: float) -> str:
     """One line: windows, analysis RMSE of z500 and t850 against the truth, wall time, flagged windows."""
     import numpy as np
