@@ -122,3 +122,20 @@ def test_a_run_whose_worker_is_killed_resumes_on_another_and_ends_identical(
     assert all((tmp_path / "runs" / f"killed-{r.name}").exists() for r in runs)  # both workers died
     for run, alone in zip(runs, one_by_one[:2], strict=True):
         _same_runs(alone, run.run_dir)
+
+
+def test_cycler_sweep_dry_run_lists_the_runs_and_bad_files_fail_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from cycler_da.cli import app
+
+    listed = CliRunner().invoke(app, ["sweep", str(_sweep(tmp_path, None)), "--dry-run"])
+    assert listed.exit_code == 0, listed.output
+    assert f"sweep grid: 4 runs in {tmp_path / 'runs' / 'grid'}, 0 complete, 4 to run" in listed.output
+    assert "b_scale1.5_fraction0.1" in listed.output and "0/3 windows" in listed.output
+    bad = CliRunner().invoke(app, ["sweep", str(_sweep(tmp_path, None, {"run.name": ["a", "b"]}))])
+    assert bad.exit_code == 2
+    assert (
+        bad.output.strip().splitlines()[-1].startswith("error: ")
+        and "run.name is set by the sweep" in bad.output
+    )
