@@ -627,7 +627,10 @@ def _run_summary(run_dir: Path, seconds: float) -> str:
 
 @app.command("verify")
 def verify(
-    runs: Annotated[list[Path], typer.Argument(help="Run directories; the first is the reference.")],
+    runs: Annotated[
+        list[Path],
+        typer.Argument(help="Run directories, the first the reference; or one sweep directory."),
+    ],
     json_out: Annotated[
         bool, typer.Option("--json", help="Print one machine-readable JSON summary instead of tables.")
     ] = False,
@@ -651,12 +654,22 @@ def verify(
     autocorrelation of consecutive windows (* p < 0.05). Runs on other grids or truths are
     refused; runs over other periods too, unless --common.
 
+    Given one sweep directory (cycler sweep), runs that differ only in start date or seed are
+    pooled into one setting each: RMSEs over all their windows, and a scorecard against the
+    first setting whose p-values pool the starts (each start's windows deflated for
+    autocorrelation), with the number of starts at which each change has the same sign.
+
     Example: cycler verify runs/3dvar-20180101T00 runs/enkf-20180101T00 --plots figs/
+             cycler verify runs/density --plots figs/
     """
     import numpy as np
 
     from cycler_da import verify as v
+    from cycler_da.verify_sweep import is_sweep
 
+    if len(runs) == 1 and is_sweep(runs[0]):
+        _verify_sweep(runs[0], json_out, plots)
+        return
     try:
         loaded = v.align([v.load_run(r) for r in runs], common=common)
     except (v.VerifyError, OSError) as err:
@@ -689,6 +702,32 @@ def verify(
     print_tables(loaded, summaries, card)
     if plots is not None:
         typer.echo("wrote " + ", ".join(str(p) for p in written if p is not None))
+
+
+def _verify_sweep(sweep_dir: Path, json_out: bool, plots: Path | None) -> None:
+    """`cycler verify SWEEP_DIR`: settings pooled over start dates and seeds (cycler_da.verify_sweep)."""
+    from cycler_da.verify import VerifyError
+    from cycler_da.verify_sweep import pooled_scorecard, pooled_summary, settings
+
+    try:
+        groups = settings(sweep_dir)
+    except (VerifyError, OSError) as err:
+        _fail(str(err))
+    summaries = [pooled_summary(g) for g in groups]
+    card = pooled_scorecard(groups)
+    if plots is not None:
+        from cycler_da.verify_plots import rmse_by_start
+
+        plots.mkdir(parents=True, exist_ok=True)
+        written = rmse_by_start(groups, plots)
+    if json_out:
+        typer.echo(json.dumps({"settings": summaries, "scorecard": card}, indent=2))
+        return
+    from cycler_da.verify_tables import print_sweep_tables
+
+    print_sweep_tables(summaries, card)
+    if plots is not None:
+        typer.echo(f"wrote {written}")
 
 
 def _jsonable(card: list[dict]) -> list[dict]:

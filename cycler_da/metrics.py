@@ -112,6 +112,33 @@ def paired_test(scores: np.ndarray, reference: np.ndarray) -> tuple[float, float
     return mean, float(2 * scipy_stats.t.sf(abs(t), df=max(n_eff - 1, 1)))
 
 
+def pooled_paired_test(scores: list[np.ndarray], references: list[np.ndarray]) -> tuple[float, float]:
+    """:func:`paired_test` pooled over independent periods (start dates): mean of all paired
+    differences and its two-sided p-value.
+
+    Windows within a period are autocorrelated (each period's sample size is deflated as in
+    :func:`paired_test`); periods are independent, so the variance of the pooled mean is the
+    sum of the periods' variances of their means, weighted by their share of the windows.
+    With one period it is :func:`paired_test`.
+    """
+    diffs = [np.asarray(a, float) - np.asarray(b, float) for a, b in zip(scores, references, strict=True)]
+    diffs = [d[np.isfinite(d)] for d in diffs]
+    diffs = [d for d in diffs if len(d) >= 2]
+    if not diffs:
+        return float("nan"), float("nan")
+    total = sum(len(d) for d in diffs)
+    mean = float(sum(d.sum() for d in diffs) / total)
+    variance, df = 0.0, 0.0
+    for d in diffs:
+        n_eff = effective_sample_size(d)
+        variance += (len(d) / total) ** 2 * float(d.var(ddof=1)) / n_eff
+        df += n_eff - 1
+    if variance == 0:
+        return mean, 0.0 if mean != 0 else 1.0
+    t = mean / math.sqrt(variance)
+    return mean, float(2 * scipy_stats.t.sf(abs(t), df=max(df, 1)))
+
+
 def zonal_power_spectrum(field: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Power per zonal wavenumber 0…nlon/2, area-weighted mean over latitudes (last two axes)."""
     coeffs = np.fft.rfft(np.asarray(field), axis=-1) / field.shape[-1]

@@ -188,3 +188,34 @@ def _save(fig, file: Path) -> Path:
     fig.savefig(file, dpi=130, bbox_inches="tight")
     plt.close(fig)
     return file
+
+
+def rmse_by_start(settings, path: Path) -> Path:
+    """A sweep's analysis RMSE per start date, one line per setting: which rankings hold across starts."""
+    runs = next(iter(settings)).runs
+    labels = _panels(next(iter(runs.values())).labels)
+    fig, axes = plt.subplots(
+        1, len(labels), figsize=(3.9 * len(labels), 3.6), squeeze=False, constrained_layout=True
+    )
+    for j, label in enumerate(labels):
+        ax = axes[0, j]
+        for k, setting in enumerate(settings):
+            keys = sorted(setting.runs)
+            rmse = [
+                float(np.sqrt((setting.runs[key].scores["analysis_rmse"].sel(channel=label) ** 2).mean()))
+                for key in keys
+            ]
+            ax.plot(
+                [f"{start[:10]}\nseed {seed}" for start, seed in keys],
+                rmse,
+                marker="o",
+                color=f"C{k}",
+                label=setting.label,
+            )
+        ax.set_title(label)
+        ax.set_ylabel(f"analysis RMSE [{_units(label)}]")
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle("Analysis RMSE of each run, by start date and seed")
+    return _save(fig, path / "rmse_by_start.png")

@@ -98,3 +98,67 @@ def print_tables(runs, summaries: list[dict], card: list[dict], console: Console
                 sc.add_row(run.name if k == 0 else "", key, *cells)
             sc.add_section()
         console.print(sc)
+
+
+def print_sweep_tables(summaries: list[dict], card: list[dict], console: Console | None = None) -> None:
+    """The settings of a sweep, their RMSEs pooled over starts, and the pooled scorecard."""
+    console = console or Console(width=200)
+    labels = list(summaries[0]["analysis_rmse"])
+    head = Table(title="Settings (runs pooled over start dates and seeds)", title_justify="left")
+    for col in ("setting", "method", "starts", "seeds", "windows"):
+        head.add_column(col)
+    for s in summaries:
+        head.add_row(
+            s["setting"],
+            s["method"],
+            ", ".join(s["starts"]),
+            ", ".join(map(str, s["seeds"])),
+            str(s["windows"]),
+        )
+    console.print(head)
+
+    table = Table(title="RMSE over every window of every start: sqrt(mean MSE)", title_justify="left")
+    table.add_column("setting")
+    table.add_column("quantity")
+    for label in labels:
+        table.add_column(label, justify="right")
+    for s in summaries:
+        table.add_row(s["setting"], "analysis", *(_fmt(s["analysis_rmse"][c]) for c in labels))
+        table.add_row("", "background", *(_fmt(s["background_rmse"][c]) for c in labels))
+        for lead in LEADS:
+            if s.get("forecast_rmse") and lead in s["forecast_rmse"][labels[0]]:
+                table.add_row("", f"forecast {lead} h", *(_fmt(s["forecast_rmse"][c][lead]) for c in labels))
+        if "spread_skill" in s:
+            table.add_row("", "spread/skill (bg)", *(f"{s['spread_skill'][c]:.2f}" for c in labels))
+        table.add_section()
+    console.print(table)
+
+    if not card:
+        return
+    sc = Table(
+        title=f"Scorecard against {summaries[0]['setting']}: % RMSE change (negative = better), * p < 0.05 "
+        "(paired t-test pooled over starts, each start's sample size deflated for lag-1 autocorrelation); "
+        "(k/n): the change has this sign at k of n starts",
+        title_justify="left",
+    )
+    sc.add_column("setting")
+    sc.add_column("score")
+    for label in labels:
+        sc.add_column(label, justify="right")
+    for setting in dict.fromkeys(row["setting"] for row in card):
+        rows = {row["channel"]: row for row in card if row["setting"] == setting}
+        keys = ["analysis"] + [f"{lead}h" for lead in LEADS if any(f"{lead}h" in r for r in rows.values())]
+        for k, key in enumerate(keys):
+            cells = []
+            for label in labels:
+                value = rows[label].get(key)
+                if value is None:
+                    cells.append("–")
+                    continue
+                change, p = value["rmse_change_percent"], value["p_value"]
+                text = f"{change:+.1f}{'*' if p < 0.05 else ' '} ({value['starts_same_sign']}/{rows[label]['starts']})"
+                style = "green" if change < 0 else "red"
+                cells.append(f"[{style}]{text}[/{style}]" if p < 0.05 else text)
+            sc.add_row(setting if k == 0 else "", key, *cells)
+        sc.add_section()
+    console.print(sc)

@@ -3,6 +3,7 @@ by one, a second start that redoes nothing, and a worker killed mid-run."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -139,3 +140,72 @@ def test_cycler_sweep_dry_run_lists_the_runs_and_bad_files_fail_in_one_line(tmp_
         bad.output.strip().splitlines()[-1].startswith("error: ")
         and "run.name is set by the sweep" in bad.output
     )
+
+
+@pytest.fixture(scope="module")
+def two_starts(tmp_path_factory, tiny_checkpoint) -> Path:
+    """A sweep directory of 3D-Var at two B scales from two start dates, run one by one."""
+    tmp = tmp_path_factory.mktemp("two-starts")
+    axes = {"method.params.b_scale": [1.0, 1.5], "run.start": ["2018-02-10", "2018-02-12T06:00"]}
+    for run in expand(load_sweep(_sweep(tmp, tiny_checkpoint, axes))):
+        run_cycle(parse_config(run.config, RunConfig), progress=False)
+    return tmp / "runs" / "grid"
+
+
+def test_verify_pools_a_sweep_over_start_dates_with_the_pooled_paired_test(two_starts):
+    from cycler_da import metrics
+    from cycler_da.verify import load_run, scorecard
+    from cycler_da.verify_sweep import is_sweep, pooled_scorecard, pooled_summary, settings
+
+    assert is_sweep(two_starts) and not is_sweep(two_starts / "b_scale1.0_start2018-02-10")
+    groups = settings(two_starts)
+    assert [g.label for g in groups] == ["b_scale=1.0", "b_scale=1.5"]
+    assert sorted(groups[0].runs) == [("2018-02-10T00", 0), ("2018-02-12T06", 0)]
+    errors = {
+        (b, start): load_run(two_starts / f"b_scale{b}_start{start}")
+        .scores["analysis_rmse"]
+        .sel(channel="z500")
+        .values
+        for b in ("1.0", "1.5")
+        for start in ("2018-02-10", "2018-02-12T06-00")
+    }
+    summary = pooled_summary(groups[1])
+    expected = np.sqrt(
+        np.mean(np.concatenate([errors["1.5", "2018-02-10"], errors["1.5", "2018-02-12T06-00"]]) ** 2)
+    )
+    assert summary["analysis_rmse"]["z500"] == pytest.approx(expected, rel=1e-6) and summary["windows"] == 6
+    (row,) = [r for r in pooled_scorecard(groups) if r["channel"] == "z500"]
+    starts = ("2018-02-10", "2018-02-12T06-00")
+    _, p = metrics.pooled_paired_test(
+        [errors["1.5", s] ** 2 for s in starts], [errors["1.0", s] ** 2 for s in starts]
+    )
+    assert row["starts"] == 2 and row["analysis"]["p_value"] == pytest.approx(p, abs=1e-4)
+    # One start: the pooled scorecard is the ordinary one.
+    one = [load_run(two_starts / f"b_scale{b}_start2018-02-10") for b in ("1.0", "1.5")]
+    (ordinary,) = [r for r in scorecard(one) if r["channel"] == "z500"]
+    _, p_one = metrics.pooled_paired_test([errors["1.5", starts[0]] ** 2], [errors["1.0", starts[0]] ** 2])
+    assert ordinary["analysis"][1] == pytest.approx(p_one)
+
+
+def test_cycler_verify_of_a_sweep_directory_prints_pooled_json(two_starts, tmp_path):
+    from typer.testing import CliRunner
+
+    from cycler_da.cli import app
+
+    result = CliRunner().invoke(app, ["verify", str(two_starts), "--json", "--plots", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert [s["setting"] for s in out["settings"]] == ["b_scale=1.0", "b_scale=1.5"]
+    assert {row["channel"] for row in out["scorecard"]} == set(out["settings"][0]["analysis_rmse"])
+    assert (tmp_path / "rmse_by_start.png").stat().st_size > 0
+
+
+def test_pooled_paired_test_with_one_period_is_the_paired_test_and_independent_periods_sharpen_it():
+    from cycler_da import metrics
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0.3, 1, 60), rng.normal(0, 1, 60)
+    assert metrics.pooled_paired_test([a], [b]) == pytest.approx(metrics.paired_test(a, b))
+    _, p_one = metrics.pooled_paired_test([a[:30]], [b[:30]])
+    _, p_two = metrics.pooled_paired_test([a[:30], a[30:]], [b[:30], b[30:]])
+    assert p_two < p_one
