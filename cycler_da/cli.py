@@ -302,10 +302,16 @@ def _train(kind: str, config, device, steps_override, out, resume, threads, over
         if not torch.cuda.is_available():
             _fail("--device cuda asked for, but torch sees no CUDA device")
     n = set_threads(threads)
-    typer.echo(f"# resolved config ({n} thread(s), device {device})\n{dump_config(cfg)}")
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    if rank == 0:
+        ranks = f", {world} ranks" if world > 1 else ""
+        typer.echo(f"# resolved config ({n} thread(s){ranks}, device {device})\n{dump_config(cfg)}")
     given = {"--config": config, "--device": device, flag: steps_override, "--out": out, "--threads": threads}
     given |= {f"--{k}": v for k, v in options.items()}
-    command = " ".join([f"cycler train {kind}", *(f"{k} {v}" for k, v in given.items() if v is not None)])
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    nodes = f"--nnodes {world // local} " if world > local else ""
+    launcher = f"torchrun {nodes}--nproc-per-node {local} -m cycler_da" if world > 1 else "cycler"
+    command = " ".join([f"{launcher} train {kind}", *(f"{k} {v}" for k, v in given.items() if v is not None)])
     try:
         return run_training(cfg, out, device, resume, command=command + (" --resume" if resume else ""))
     except (ValueError, FileExistsError, FileNotFoundError, ImportError) as err:

@@ -10,6 +10,7 @@ import torch
 from cycler_da import nature
 from cycler_da.config import ForecastDataConfig, ForecastTrainingConfig
 from cycler_da.core.channels import TIME
+from cycler_da.core.parallel import training_ranks
 from cycler_da.normalization import compute_stats
 from cycler_da.provenance import interrupted_state, parent_provenance, training_provenance
 from cycler_da.state import Grid, to_tensor
@@ -71,8 +72,12 @@ def train_forecast(
     from forecast_models.training import Mirror, train, validate
 
     state_path = interrupted_state(out, resume)
-    train_phys, valid_phys, stats, grid = load_series(config.data, progress)
-    extra = [stats.normalise(x).to(device) for x in load_extra_training(config, progress)]
+    ranks = training_ranks(device)
+    progress = progress and ranks.main
+    train_phys, valid_phys, stats, grid = ranks.main_first(lambda: load_series(config.data, progress))
+    extra = [
+        stats.normalise(x).to(device) for x in ranks.main_first(lambda: load_extra_training(config, progress))
+    ]
     train_series = stats.normalise(train_phys).to(device)
     valid_series = stats.normalise(valid_phys).to(device)
     weights = torch.as_tensor(grid.area_weights(), dtype=torch.float32, device=device)
@@ -85,7 +90,9 @@ def train_forecast(
     parent = _initialise(emulator, config, grid, stats) if config.init_from else None
     mirror = Mirror.of(config.data.channels, stats.mean, stats.std)
     perturb = (
-        _start_perturbations(config, emulator, grid, stats) if config.training.perturbed_fraction else None
+        ranks.main_first(lambda: _start_perturbations(config, emulator, grid, stats))
+        if config.training.perturbed_fraction
+        else None
     )
     result = train(
         emulator,
@@ -97,6 +104,7 @@ def train_forecast(
         progress,
         mirror=mirror,
         perturb=perturb,
+        ranks=ranks,
     )
 
     scores = {}
@@ -129,11 +137,13 @@ def train_forecast(
             "history": result.history,
             **({"init_from": parent} if parent else {}),
             **training_provenance(command, device, result.wall_seconds),
+            "world_size": ranks.world,
         },
         "validation": {"period": list(config.data.valid), **scores},
     }
-    save_checkpoint(out, emulator.cpu(), manifest)
-    state_path.unlink(missing_ok=True)
+    if ranks.main:
+        save_checkpoint(out, emulator.cpu(), manifest)
+        state_path.unlink(missing_ok=True)
     return manifest
 
 

@@ -18,6 +18,7 @@ from pydantic import Field
 
 from cycler_da.config import ForecastDataConfig, Strict
 from cycler_da.core.balance import Balance
+from cycler_da.core.parallel import training_ranks
 from cycler_da.paths import data_dir
 from cycler_da.provenance import config_hash, interrupted_state, parent_provenance, training_provenance
 from forecast_models.checkpoint import file_hash
@@ -160,10 +161,12 @@ def train_vae(
 ) -> dict:
     """Trains the autoencoder on the truth's training years; writes `out`; returns its manifest."""
     state_path = interrupted_state(out, resume)
-    train, valid, stats, grid, weights = _series(config.data, device, progress)
+    ranks = training_ranks(device)
+    progress = progress and ranks.main
+    train, valid, stats, grid, weights = ranks.main_first(lambda: _series(config.data, device, progress))
     torch.manual_seed(config.training.seed)
     space = LatentSpace.build(config.model, config.data.channels, grid.latitudes).to(device)
-    history = train_autoencoder(space, train, valid, weights, config.training, state_path, progress)
+    history = train_autoencoder(space, train, valid, weights, config.training, state_path, progress, ranks)
     rmse = reconstruction_rmse(space, valid, weights).cpu().numpy()
     manifest = {
         "kind": "vae",
@@ -180,6 +183,7 @@ def train_vae(
             "config": config.model_dump(mode="json"),
             "history": history.records,
             **training_provenance(command, device, history.wall_seconds),
+            "world_size": ranks.world,
         },
         "validation": {
             "period": list(config.data.valid),
@@ -187,8 +191,9 @@ def train_vae(
             "reconstruction_rmse": dict(zip(config.data.channels, map(float, rmse * stats.std), strict=True)),
         },
     }
-    checkpoint.save(out, space.cpu(), manifest)
-    state_path.unlink(missing_ok=True)
+    if ranks.main:
+        checkpoint.save(out, space.cpu(), manifest)
+        state_path.unlink(missing_ok=True)
     return manifest
 
 
@@ -208,7 +213,9 @@ def train_prior_model(
         raise ValueError(f"pairs.leads_hours must be positive multiples of 6; got {config.pairs.leads_hours}")
     if config.space == "latent" and (config.prdo.weight > 0 or config.vre.enabled):
         raise ValueError("prdo and vre work on the grid: they need space: state")
-    train, valid, stats, grid, _ = _series(config.data, device, progress)
+    ranks = training_ranks(device)
+    progress = progress and ranks.main
+    train, valid, stats, grid, _ = ranks.main_first(lambda: _series(config.data, device, progress))
     fc_path = resolve_checkpoint(config.forecast_checkpoint)
     emulator, fc_manifest = load_checkpoint(fc_path, device)
     labels = list(config.data.channels)
@@ -227,11 +234,11 @@ def train_prior_model(
     if config.pairs.perturbed:
         from cycler_da.perturbations import analysis_like_sampler
 
-        perturb = analysis_like_sampler(
-            config.data, stats, grid, emulator, fc_path, config.pairs.perturbation_scale
+        perturb = ranks.main_first(
+            lambda: analysis_like_sampler(
+                config.data, stats, grid, emulator, fc_path, config.pairs.perturbation_scale
+            )
         )
-    leads = tuple(config.pairs.leads_hours)
-    stride = config.pairs.start_stride
     key = {
         "data": config.data.model_dump(mode="json"),
         "pairs": config.pairs.model_dump(mode="json"),
@@ -241,17 +248,20 @@ def train_prior_model(
         "forecast_checkpoint_sha256": file_hash(fc_path),
         "version": PAIRS_VERSION,
     }
-    pairs = cached_pairs(
-        key | {"period": "train"},
-        lambda: forecast_pairs(
-            emulator, space, train, leads, perturb, config.training.seed, stride=stride, progress=progress
-        ),
-    )
-    valid_pairs = cached_pairs(
-        key | {"period": "valid"},
-        lambda: forecast_pairs(
-            emulator, space, valid, leads, perturb, config.training.seed + 1, progress=progress
-        ),
+    leads, stride, seed = tuple(config.pairs.leads_hours), config.pairs.start_stride, config.training.seed
+    pairs, valid_pairs = ranks.main_first(
+        lambda: (
+            cached_pairs(
+                key | {"period": "train"},
+                lambda: forecast_pairs(
+                    emulator, space, train, leads, perturb, seed, stride=stride, progress=progress
+                ),
+            ),
+            cached_pairs(
+                key | {"period": "valid"},
+                lambda: forecast_pairs(emulator, space, valid, leads, perturb, seed + 1, progress=progress),
+            ),
+        )
     )
     torch.manual_seed(config.training.seed)
     arch = config.model.as_dict() | ({"conditions": 2} if config.vre.enabled else {})
@@ -259,7 +269,9 @@ def train_prior_model(
     parent = _initialise(denoiser, config, grid, stats) if config.init_from else None
     ema.load_state_dict(denoiser.state_dict())
     objective, physics = _objective(config, labels, grid, stats, train)
-    history = train_prior(denoiser, ema, objective, pairs, valid_pairs, config.training, state_path, progress)
+    history = train_prior(
+        denoiser, ema, objective, pairs, valid_pairs, config.training, state_path, progress, ranks
+    )
     phyda = {}
     if physics is not None:
         phyda["prdo"] = config.prdo.model_dump(mode="json") | {"truth_rms": physics.scales}
@@ -283,6 +295,7 @@ def train_prior_model(
             "config": config.model_dump(mode="json"),
             "history": history.records,
             **training_provenance(command, device, history.wall_seconds),
+            "world_size": ranks.world,
             **({"init_from": parent} if parent else {}),
         },
         "validation": {
@@ -290,8 +303,9 @@ def train_prior_model(
             "eps_loss_ema": history.records[-1]["valid_loss_ema"],
         },
     }
-    checkpoint.save(out, ema.cpu(), manifest)
-    state_path.unlink(missing_ok=True)
+    if ranks.main:
+        checkpoint.save(out, ema.cpu(), manifest)
+        state_path.unlink(missing_ok=True)
     return manifest
 
 

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from cycler_da.core.parallel import ONE_RANK, Ranks
 from forecast_models.emulator import Emulator
 
 # Correlation of the previous frame's start perturbation with the current frame's (two-frame
@@ -190,8 +191,10 @@ def train(
     progress: bool = True,
     mirror: Mirror | None = None,
     perturb: Callable[[int, torch.Generator], Tensor] | None = None,
+    ranks: Ranks = ONE_RANK,
 ) -> TrainResult:
-    """Trains in place.
+    """Trains in place; under ``torchrun`` each of `ranks` computes its share of every batch
+    (:mod:`cycler_da.core.parallel`).
 
     Args:
         emulator: The model to train (on the device of the series).
@@ -231,6 +234,7 @@ def train(
         result.history, result.wall_seconds = saved["history"], saved["wall_seconds"]
         done_epochs = len(result.history)
 
+    rollout = ranks.wrap(Rollout(emulator))
     epoch_index = 0
     for phase, epochs, unroll, peak in _phases(config):
         history = emulator.frames - 1
@@ -271,18 +275,23 @@ def train(
                         fresh = perturb(len(idx), generator).to(state)
                         p = correlated_perturbation(p, fresh, config.perturbation_correlation)
                         previous = previous + chosen[:, None, None, None] * p
-                loss = 0.0
-                for k in range(1, unroll + 1):
-                    previous, state = state, emulator.step(state, previous)
-                    target = _maybe_mirror(series[idx + k], flip, mirror)
-                    loss = loss + weighted_mse(state, target, loss_weights, scale) / unroll
+                targets = torch.stack(
+                    [_maybe_mirror(series[idx + k], flip, mirror) for k in range(1, unroll + 1)]
+                )
+                part = ranks.share(len(idx))
+                loss = rollout(state[part], previous[part], targets[:, part], loss_weights, scale)
+                loss = ranks.weighted(loss, len(idx))
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(emulator.parameters(), config.grad_clip)
                 optimiser.step()
-                losses.append(float(loss.detach()))
+                losses.append(ranks.mean(float(loss.detach())))
                 bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-            valid = validate(emulator, valid_series, weights)
+            valid = (
+                validate(emulator, valid_series, weights)
+                if ranks.main
+                else torch.full((series.shape[1],), math.nan)
+            )
             record = {
                 "phase": phase,
                 "epoch": epoch + 1,
@@ -299,10 +308,28 @@ def train(
                     f"valid 6-h RMSE (normalised, mean over channels) {record['valid_rmse_6h_mean']:.4f} "
                     f"[{record['seconds']:.0f} s]"
                 )
-            if state_path is not None:
+            if state_path is not None and ranks.main:
                 _save_state(state_path, emulator, optimiser, generator, config, result)
             epoch_index += 1
     return result
+
+
+class Rollout(nn.Module):
+    """The unrolled training loss of an emulator as one module (DistributedDataParallel wraps it)."""
+
+    def __init__(self, emulator: Emulator):
+        super().__init__()
+        self.emulator = emulator
+
+    def forward(
+        self, state: Tensor, previous: Tensor, targets: Tensor, weights: Tensor, scale: Tensor
+    ) -> Tensor:
+        """Mean over the `targets` (unroll, batch, ...) of the weighted MSE of steps from `state`."""
+        loss = 0.0
+        for target in targets:
+            previous, state = state, self.emulator.step(state, previous)
+            loss = loss + weighted_mse(state, target, weights, scale) / len(targets)
+        return loss
 
 
 def _maybe_mirror(x: Tensor, flip: Tensor | None, mirror: Mirror | None) -> Tensor:

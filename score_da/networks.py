@@ -71,6 +71,10 @@ class Autoencoder(nn.Module):
         )
         self.decoder_head = nn.Sequential(nn.GroupNorm(8, width), nn.GELU(), SphereConv(width, channels))
 
+    def latent_shape(self, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+        """The latent's shape for states of `shape` ``(batch, channel, lat, lon)``."""
+        return shape[0], self.latent_channels, shape[-2] // 2, shape[-1] // 2
+
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The posterior's mean and log-variance, each ``(batch, latent, lat/2, lon/2)``."""
         static = self.static.to(x.dtype).expand(x.shape[0], -1, -1, x.shape[-1])

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from cycler_da.core.parallel import ONE_RANK, Ranks
 from forecast_models.training import correlated_perturbation
 from score_da.latent import LatentSpace, StateSpace
 from score_da.networks import Denoiser
@@ -152,6 +153,21 @@ def resume_state(path: Path | None, config: dict) -> dict | None:
     return saved
 
 
+class AutoencoderStep(nn.Module):
+    """The autoencoder's losses on a batch as one module (DistributedDataParallel wraps it)."""
+
+    def __init__(self, net: nn.Module, weights: Tensor):
+        super().__init__()
+        self.net, self.weights = net, weights
+
+    def forward(self, x: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
+        """(reconstruction MSE, KL) of states `x` with the reparameterisation `noise`."""
+        mean, logvar = self.net.encode(x)
+        z = mean + (0.5 * logvar).exp() * noise
+        recon = area_weighted_mse(self.net.decode(z), x, self.weights)
+        return recon, 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
+
+
 def train_autoencoder(
     space: LatentSpace,
     train_series: Tensor,
@@ -160,10 +176,12 @@ def train_autoencoder(
     config: AutoencoderTraining,
     state_path: Path | None = None,
     progress: bool = True,
+    ranks: Ranks = ONE_RANK,
 ) -> History:
     """Trains the autoencoder in place, then fits the latent standardisation on `train_series`.
 
-    An anomaly space is first fitted to `train_series`; its loss is then on the anomaly scale."""
+    An anomaly space is first fitted to `train_series`; its loss is then on the anomaly scale.
+    Under ``torchrun`` each of `ranks` computes its share of every batch."""
     if space.anomalies:
         space.fit_anomalies(train_series)  # deterministic, so a resumed run refits the same
     torch.manual_seed(config.seed)
@@ -179,6 +197,7 @@ def train_autoencoder(
         generator.set_state(saved["generator"])
         history = History(saved["records"], saved["wall_seconds"])
     batches = math.ceil(train_series.shape[0] / config.batch_size)
+    step = ranks.wrap(AutoencoderStep(net, loss_weights))
     for epoch in range(len(history.records), config.epochs):
         began = time.perf_counter()
         net.train()
@@ -199,19 +218,19 @@ def train_autoencoder(
                 random_shift(generator, train_series.shape[-1]),
                 -1,
             )
-            mean, logvar = net.encode(x)
-            noise = torch.randn(mean.shape, generator=generator).to(mean)
-            z = mean + (0.5 * logvar).exp() * noise
-            recon = area_weighted_mse(net.decode(z), x, loss_weights)
-            kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
+            noise = torch.randn(net.latent_shape(x.shape), generator=generator).to(x)
+            part = ranks.share(len(idx))
+            recon, kl = (ranks.weighted(term, len(idx)) for term in step(x[part], noise[part]))
             loss = recon + config.kl_weight * kl
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
             optimiser.step()
-            losses.append((float(recon.detach()), float(kl.detach())))
+            losses.append((ranks.mean(float(recon.detach())), ranks.mean(float(kl.detach()))))
             bar.set_postfix(mse=f"{np.mean([r for r, _ in losses[-50:]]):.5f}")
-        valid = reconstruction_rmse(space, valid_series, weights)
+        valid = (
+            reconstruction_rmse(space, valid_series, weights) if ranks.main else torch.full((1,), math.nan)
+        )
         record = {
             "epoch": epoch + 1,
             "train_mse": float(np.mean([r for r, _ in losses])),
@@ -229,7 +248,7 @@ def train_autoencoder(
             else None,
         )
         save_state(
-            state_path,
+            state_path if ranks.main else None,
             network=net.state_dict(),
             optimiser=optimiser.state_dict(),
             generator=generator.get_state(),
@@ -333,22 +352,26 @@ class PriorObjective:
     vre_weight: float = 1.0
     weights: Tensor | None = None
 
-    def __call__(
-        self, model, z: Tensor, z_b: Tensor, lead: Tensor, generator: torch.Generator
-    ) -> dict[str, Tensor]:
+    def draw(self, z: Tensor, generator: torch.Generator) -> Draws:
+        """The randomness of a batch of truths `z`: VRE observations (when set), times, noise."""
+        values = mask = None
+        if self.observe is not None:
+            values, mask = self.observe(z, generator)
+        t = torch.rand(z.shape[0], generator=generator).to(z)
+        eps = torch.randn(z.shape, generator=generator).to(z)
+        return Draws(t, eps, values, mask)
+
+    def loss(self, model, z: Tensor, z_b: Tensor, lead: Tensor, draws: Draws) -> dict[str, Tensor]:
         """{"eps", "total"} and "physics" (PRDO's mean λ(t) mean(R(x̂0)²)), "vre" (the auxiliary MSE)
         when set; `model` is a :class:`Denoiser`, or a :class:`score_da.vre.PhyDAModel` with `observe`."""
         terms = {}
         denoiser, condition = model, z_b
         if self.observe is not None:
-            values, mask = self.observe(z, generator)
-            reconstruction = model.vre(values, mask, z_b)
+            reconstruction = model.vre(draws.values, draws.mask, z_b)
             weights = torch.ones(z.shape[-2], device=z.device) if self.weights is None else self.weights.to(z)
             terms["vre"] = self.vre_weight * area_weighted_mse(reconstruction, z, weights)
             denoiser, condition = model.denoiser, torch.cat([z_b, reconstruction], dim=1)
-        t = torch.rand(z.shape[0], generator=generator).to(z)
-        eps = torch.randn(z.shape, generator=generator).to(z)
-        s = self.schedule
+        t, eps, s = draws.t, draws.eps, self.schedule
         z_t = s.mu(t)[:, None, None, None] * z + s.sigma(t)[:, None, None, None] * eps
         eps_hat = denoiser(z_t, t, condition, lead)
         terms["eps"] = (eps_hat - eps).pow(2).mean()
@@ -358,6 +381,36 @@ class PriorObjective:
             terms["physics"] = (weight * self.physics(x0)).mean()
         terms["total"] = sum(terms.values())
         return terms
+
+    def __call__(
+        self, model, z: Tensor, z_b: Tensor, lead: Tensor, generator: torch.Generator
+    ) -> dict[str, Tensor]:
+        """:meth:`loss` of a batch with its randomness drawn from `generator`."""
+        return self.loss(model, z, z_b, lead, self.draw(z, generator))
+
+
+@dataclass
+class Draws:
+    """The random inputs of one batch of :class:`PriorObjective` (see :meth:`PriorObjective.draw`)."""
+
+    t: Tensor
+    eps: Tensor
+    values: Tensor | None = None
+    mask: Tensor | None = None
+
+    def __getitem__(self, part: slice) -> Draws:
+        return Draws(*(None if v is None else v[part] for v in (self.t, self.eps, self.values, self.mask)))
+
+
+class ObjectiveStep(nn.Module):
+    """A model and its objective as one module, so DistributedDataParallel wraps the whole loss."""
+
+    def __init__(self, model: nn.Module, objective: PriorObjective):
+        super().__init__()
+        self.model, self.objective = model, objective
+
+    def forward(self, z: Tensor, z_b: Tensor, lead: Tensor, draws: Draws) -> dict[str, Tensor]:
+        return self.objective.loss(self.model, z, z_b, lead, draws)
 
 
 @torch.no_grad()
@@ -382,9 +435,11 @@ def train_prior(
     config: PriorTraining,
     state_path: Path | None = None,
     progress: bool = True,
+    ranks: Ranks = ONE_RANK,
 ) -> History:
     """Trains `denoiser` with `objective` (``PriorObjective(schedule)``: the ε-loss); `ema` follows
-    its exponential moving average. With PhyDA's VRE both are :class:`score_da.vre.PhyDAModel`."""
+    its exponential moving average. With PhyDA's VRE both are :class:`score_da.vre.PhyDAModel`.
+    Under ``torchrun`` each of `ranks` computes its share of every batch (:mod:`cycler_da.core.parallel`)."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     optimiser = torch.optim.AdamW(denoiser.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -399,6 +454,8 @@ def train_prior(
         history = History(saved["records"], saved["wall_seconds"])
         done = saved["step"]
     nlon = pairs.truth.shape[-1]
+    step_module = ranks.wrap(ObjectiveStep(denoiser, objective))
+    part = ranks.share(config.batch_size)
     bar = tqdm(total=config.steps, initial=done, disable=not progress, desc="prior", leave=False)
     began, losses = time.perf_counter(), []
     extras = {"physics": [], "vre": []}
@@ -410,25 +467,28 @@ def train_prior(
         shift = random_shift(generator, nlon, 1)
         z = torch.roll(pairs.truth[pairs.truth_index[idx]], shift, -1)
         z_b = torch.roll(pairs.background[idx], shift, -1)
-        terms = objective(denoiser, z, z_b, lead_code(pairs.lead_hours[idx]).to(z), generator)
+        draws = objective.draw(z, generator)  # the whole batch's, on every rank
+        lead = lead_code(pairs.lead_hours[idx]).to(z)
+        terms = step_module(z[part], z_b[part], lead[part], draws[part])
+        terms = {key: ranks.weighted(value, config.batch_size) for key, value in terms.items()}
         loss = terms["eps"]
         optimiser.zero_grad(set_to_none=True)
         terms["total"].backward()
         for key, values in extras.items():
             if key in terms:
-                values.append(float(terms[key].detach()))
+                values.append(ranks.mean(float(terms[key].detach())))
         torch.nn.utils.clip_grad_norm_(denoiser.parameters(), 1.0)
         optimiser.step()
         with torch.no_grad():
             for p_ema, p in zip(ema.parameters(), denoiser.parameters(), strict=True):
                 p_ema.lerp_(p, 1 - config.ema)
-        losses.append(float(loss.detach()))
+        losses.append(ranks.mean(float(loss.detach())))
         bar.update(1)
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
             record = {
                 "step": step + 1,
                 "train_loss": float(np.mean(losses)),
-                "valid_loss_ema": validation_loss(ema, objective, valid),
+                "valid_loss_ema": validation_loss(ema, objective, valid) if ranks.main else float("nan"),
                 "seconds": time.perf_counter() - began,
             } | {f"train_{key}": float(np.mean(values)) for key, values in extras.items() if values}
             history.add(
@@ -442,7 +502,7 @@ def train_prior(
                 else None,
             )
             save_state(
-                state_path,
+                state_path if ranks.main else None,
                 network=denoiser.state_dict(),
                 ema=ema.state_dict(),
                 optimiser=optimiser.state_dict(),
