@@ -57,23 +57,25 @@ class SweepConfig(Strict):
     @classmethod
     def _axes(cls, axes: dict[str, list[Any]]) -> dict[str, list[Any]]:
         for key, values in axes.items():
-            _path(key)
+            _settable(key)
             if not values:
                 raise ValueError(f"axis {key!r} has no values")
             if len(set(map(str, values))) != len(values):
                 raise ValueError(f"axis {key!r} repeats a value")
-            if key in ("run.name", "run.runs_dir"):
-                raise ValueError(f"{key} is set by the sweep, not an axis")
         return axes
 
     @field_validator("set")
     @classmethod
     def _fixed(cls, fixed: dict[str, Any]) -> dict[str, Any]:
         for key in fixed:
-            _path(key)
-            if key in ("run.name", "run.runs_dir"):
-                raise ValueError(f"{key} is set by the sweep (runs_dir, and the axes' values)")
+            _settable(key)
         return fixed
+
+
+def _settable(key: str) -> None:
+    _path(key)
+    if key in ("run.name", "run.runs_dir"):
+        raise ValueError(f"{key} is set by the sweep, not an axis")
 
 
 @dataclass(frozen=True)

@@ -160,3 +160,30 @@ def test_a_vre_prior_started_from_a_plain_one_starts_as_the_parent(tiny_state_pr
     latent = config.model_copy(update={"space": "latent", "vre": VREConfig()})
     with pytest.raises(CheckpointError, match=r"init_from: .* is a state-space prior with architecture"):
         _initialise(parent, latent, grid, stats)
+
+
+SHIPPED_STATE_PRIORS = [
+    ("state-default", "prior_t21_state.yaml", False, False),
+    ("phyda", "phyda_t21.yaml", True, True),
+    ("phyda-no-prdo", "phyda_no_prdo_t21.yaml", False, True),
+    ("phyda-no-vre", "phyda_no_vre_t21.yaml", True, False),
+]
+
+
+@pytest.mark.parametrize(("name", "config", "prdo", "vre"), SHIPPED_STATE_PRIORS)
+def test_shipped_state_priors_were_made_from_their_configs_the_phyda_ones_from_the_state_prior(
+    name, config, prdo, vre
+):
+    from pathlib import Path
+
+    from cycler_da.config import load_config
+
+    path = checkpoint.resolve(name, "prior")
+    manifest, _ = checkpoint.read(path, "prior")
+    assert checkpoint.in_state_space(manifest) and ("prdo" in manifest, "vre" in manifest) == (prdo, vre)
+    assert phyda.SHIPPED_PRIORS[(prdo, vre)] == name and list(manifest["channels"]) == list(LABELS)
+    made_from = load_config(Path(__file__).parents[1] / "configs" / config, PriorTrainingConfig)
+    assert manifest["training"]["config"] == made_from.model_dump(mode="json")
+    if name != "state-default":
+        parent = checkpoint.resolve("state-default", "prior")
+        assert manifest["training"]["init_from"]["sha256"] == file_hash(parent)
