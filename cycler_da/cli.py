@@ -226,7 +226,12 @@ def data_stats(
         _fail(f"{len(differ)} product(s) differ from the stored ones: {', '.join(differ)}")
 
 
-train_app = typer.Typer(help="Train the project's neural networks.", no_args_is_help=True)
+train_app = typer.Typer(
+    help="Train the project's neural networks. forecast, vae and prior also run data-parallel: "
+    "torchrun --nproc-per-node N -m cycler_da train prior ... (the same steps as one process, "
+    "each rank computing 1/N of every batch).",
+    no_args_is_help=True,
+)
 app.add_typer(train_app, name="train")
 
 
