@@ -164,6 +164,7 @@ def test_a_vre_prior_started_from_a_plain_one_starts_as_the_parent(tiny_state_pr
 
 SHIPPED_STATE_PRIORS = [
     ("state-default", "prior_t21_state.yaml", False, False),
+    ("phyda", "phyda_t21.yaml", True, True),
 ]
 
 
