@@ -722,10 +722,10 @@ def _verify_sweep(sweep_dir: Path, json_out: bool, plots: Path | None) -> None:
 
     try:
         groups = settings(sweep_dir)
+        summaries = [pooled_summary(g) for g in groups]
+        card = pooled_scorecard(groups)
     except (VerifyError, OSError) as err:
         _fail(str(err))
-    summaries = [pooled_summary(g) for g in groups]
-    card = pooled_scorecard(groups)
     if plots is not None:
         from cycler_da.verify_plots import rmse_by_start
 

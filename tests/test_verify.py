@@ -92,8 +92,12 @@ def test_verify_refuses_what_it_cannot_compare(runs, tiny_checkpoint, tmp_path):
     (other / "config.yaml").write_text(yaml.safe_dump(config))
     with pytest.raises(VerifyError, match="different truths"):
         align([load_run(shorter), load_run(other)])
-    result = CliRunner().invoke(app, ["verify", str(tmp_path)])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(app, ["verify", str(empty)])
     assert result.exit_code != 0 and "not a cycler run directory" in result.output
+    result = CliRunner().invoke(app, ["verify", str(tmp_path)])  # a directory of runs: a sweep
+    assert result.exit_code == 2 and "verify against different truths" in result.output
 
 
 def _era5_style_truth(path: Path) -> Path:
