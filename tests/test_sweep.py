@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import xarray as xr
 import yaml
 
@@ -97,16 +96,14 @@ def die_after_one_window_once(config: dict, threads: int) -> str:
 
 @pytest.fixture(scope="module")
 def one_by_one(tmp_path_factory, tiny_checkpoint) -> list[Path]:
-    """The sweep's runs made in this process with the sweep's one torch thread (another thread
-    count sums in another order: equal only to round-off)."""
+    """The sweep's runs made one after another by a single worker: the same environment as the
+    sweep's workers (Dask starts them with one BLAS thread; another thread count sums in another
+    order, and the 3D-Var's iterations carry that round-off further)."""
     tmp = tmp_path_factory.mktemp("one-by-one")
     runs = expand(load_sweep(_sweep(tmp, tiny_checkpoint)))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return [run_cycle(parse_config(r.config, RunConfig), progress=False) for r in runs]
-    finally:
-        torch.set_num_threads(threads)
+    with cluster(None, 1, 1, dashboard=":0") as client:
+        assert run_sweep(client, runs, threads=1, progress=False) == {}
+    return [run.run_dir for run in runs]
 
 
 def test_a_sweep_on_two_workers_equals_its_runs_made_one_by_one_and_is_not_redone(
