@@ -12,6 +12,18 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
+def _rmse_rows(table: Table, name: str, s: dict, labels: list[str]) -> None:
+    """One run's (or setting's) RMSE rows: analysis, background, forecasts, spread/skill."""
+    table.add_row(name, "analysis", *(_fmt(s["analysis_rmse"][c]) for c in labels))
+    table.add_row("", "background", *(_fmt(s["background_rmse"][c]) for c in labels))
+    for lead in LEADS:
+        if s.get("forecast_rmse") and lead in s["forecast_rmse"][labels[0]]:
+            table.add_row("", f"forecast {lead} h", *(_fmt(s["forecast_rmse"][c][lead]) for c in labels))
+    if "spread_skill" in s:
+        table.add_row("", "spread/skill (bg)", *(f"{s['spread_skill'][c]:.2f}" for c in labels))
+    table.add_section()
+
+
 def print_tables(runs, summaries: list[dict], card: list[dict], console: Console | None = None) -> None:
     console = console or Console(width=200)
     labels = runs[0].labels
@@ -38,14 +50,7 @@ def print_tables(runs, summaries: list[dict], card: list[dict], console: Console
     for label in labels:
         table.add_column(label, justify="right")
     for s, r in zip(summaries, runs, strict=True):
-        table.add_row(r.name, "analysis", *(_fmt(s["analysis_rmse"][c]) for c in labels))
-        table.add_row("", "background", *(_fmt(s["background_rmse"][c]) for c in labels))
-        for lead in LEADS:
-            if s["forecast_rmse"] and lead in s["forecast_rmse"][labels[0]]:
-                table.add_row("", f"forecast {lead} h", *(_fmt(s["forecast_rmse"][c][lead]) for c in labels))
-        if "spread_skill" in s:
-            table.add_row("", "spread/skill (bg)", *(f"{s['spread_skill'][c]:.2f}" for c in labels))
-        table.add_section()
+        _rmse_rows(table, r.name, s, labels)
     console.print(table)
 
     if any("balance" in s and s["balance"] for s in summaries):
@@ -123,14 +128,7 @@ def print_sweep_tables(summaries: list[dict], card: list[dict], console: Console
     for label in labels:
         table.add_column(label, justify="right")
     for s in summaries:
-        table.add_row(s["setting"], "analysis", *(_fmt(s["analysis_rmse"][c]) for c in labels))
-        table.add_row("", "background", *(_fmt(s["background_rmse"][c]) for c in labels))
-        for lead in LEADS:
-            if s.get("forecast_rmse") and lead in s["forecast_rmse"][labels[0]]:
-                table.add_row("", f"forecast {lead} h", *(_fmt(s["forecast_rmse"][c][lead]) for c in labels))
-        if "spread_skill" in s:
-            table.add_row("", "spread/skill (bg)", *(f"{s['spread_skill'][c]:.2f}" for c in labels))
-        table.add_section()
+        _rmse_rows(table, s["setting"], s, labels)
     console.print(table)
 
     if not card:
